@@ -1,0 +1,393 @@
+"""The multilayer perceptron: a stack of dense layers trained by backpropagation.
+
+Notation follows seed 002 with row-major batches (one example per row, as NumPy wants it):
+for layers ``l = 1..N`` with sizes ``[n_0, ..., n_N]``,
+
+    Z^l = A^{l-1} @ W^l + b^l,    A^l = f_l(Z^l),    A^0 = X
+
+where ``W^l`` has shape ``(n_{l-1}, n_l)`` (the transpose of the seed's ``n_l x n_{l-1}``) and
+``b^l`` shape ``(n_l,)``. Python lists are 0-based, so ``weights[l]`` is ``W^{l+1}``.
+
+Backpropagation for a batch of ``M`` examples (seed 002, BP1.2-BP4.2), cost = mean loss:
+
+    Delta^N   = dC/dZ^N                               (from the loss; (P - Y) / M for softmax + CE)
+    Delta^l   = (Delta^{l+1} @ W^{l+1}.T) * f_l'(Z^l)  (f' written in terms of the output A^l)
+    dC/dW^l   = A^{l-1}.T @ Delta^l,    dC/db^l = sum over rows of Delta^l
+
+All errors are computed before any parameter is updated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlp import activations as _activations
+from mlp import initializers as _initializers
+from mlp import losses as _losses
+from mlp.callbacks import Callback
+from mlp.optimizers import SGD, Optimizer
+
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+_FORMAT_VERSION = 1
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss. ``epoch`` and ``step`` are 1-based."""
+
+    def __init__(self, epoch: int, step: int, steps_per_epoch: int, loss: float):
+        self.epoch, self.step, self.steps_per_epoch, self.loss = epoch, step, steps_per_epoch, loss
+        super().__init__(
+            f"training diverged: the loss became {loss} at epoch {epoch}, step {step} of "
+            f"{steps_per_epoch}; the weights are no longer usable. Try a smaller learning rate, "
+            "another initialisation, or inputs scaled to a small range."
+        )
+
+
+class MLP:
+    """A dense feed-forward network ``[n_0, ..., n_N]`` with one activation per layer.
+
+    Args:
+        layer_sizes: units per layer, input first; at least two entries, all >= 1.
+        activations: one name per non-input layer (``tanh``, ``sigmoid``, ``relu``, ``linear``;
+            ``softmax`` for the output layer only). Default: ``tanh`` hidden layers and a
+            ``softmax`` output.
+        loss: ``cross_entropy`` (softmax output only) or ``sse``.
+        init: ``xavier_normal``, ``xavier_uniform``, ``he_normal`` or ``he_uniform``.
+        seed: seeds the network's one ``np.random.Generator`` (initial weights, then shuffling).
+        dtype: ``float32`` (default) or ``float64``.
+    """
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        activations: Sequence[str] | None = None,
+        loss: str = "cross_entropy",
+        init: str = "xavier_normal",
+        seed: int | None = 0,
+        dtype: str = "float32",
+    ):
+        sizes = list(layer_sizes)
+        if len(sizes) < 2:
+            raise ValueError(
+                f"layer_sizes needs at least an input and an output size, got {sizes!r}"
+            )
+        for n in sizes:
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"every layer size must be an integer >= 1, got {sizes!r}")
+        self.layer_sizes = [int(n) for n in sizes]
+        n_layers = len(sizes) - 1
+        if activations is None:
+            activations = ["tanh"] * (n_layers - 1) + ["softmax"]
+        elif isinstance(activations, str):
+            raise ValueError(
+                f"activations must be a list with one name per layer ({n_layers}), "
+                f"got the string {activations!r}"
+            )
+        activations = list(activations)
+        if len(activations) != n_layers:
+            raise ValueError(
+                f"{n_layers} layers after the input need {n_layers} activations, "
+                f"got {len(activations)}: {activations!r}"
+            )
+        self._acts = [_activations.get(name) for name in activations]
+        for position, act in enumerate(self._acts[:-1], start=1):
+            if not act.elementwise:
+                raise ValueError(
+                    f"activation {act.name!r} is for the output layer only (hidden layer "
+                    f"{position}); choose one of {', '.join(_activations.HIDDEN_ACTIVATIONS)}"
+                )
+        self.activations = activations
+        self._loss = _losses.get(loss)
+        self._loss.check_output_activation(self._acts[-1])
+        self.loss_name = loss
+        initializer = _initializers.get(init)
+        self.init = init
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+        self.dtype = np.dtype(_DTYPES[dtype])
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.weights: list[np.ndarray] = []
+        self.biases: list[np.ndarray] = []
+        for fan_in, fan_out in zip(self.layer_sizes[:-1], self.layer_sizes[1:], strict=True):
+            self.weights.append(initializer(self.rng, fan_in, fan_out).astype(self.dtype))
+            self.biases.append(np.zeros(fan_out, dtype=self.dtype))
+        self.stop_training = False
+
+    # ------------------------------------------------------------------ configuration
+    def config(self) -> dict[str, Any]:
+        """What it takes to rebuild this network (weights aside)."""
+        return {
+            "layer_sizes": self.layer_sizes,
+            "activations": self.activations,
+            "loss": self.loss_name,
+            "init": self.init,
+            "seed": self.seed,
+            "dtype": self.dtype.name,
+        }
+
+    def __repr__(self) -> str:
+        sizes = "-".join(map(str, self.layer_sizes))
+        return f"MLP({sizes}, activations={self.activations}, loss={self.loss_name!r})"
+
+    @property
+    def n_params(self) -> int:
+        return sum(w.size + b.size for w, b in zip(self.weights, self.biases, strict=True))
+
+    # ------------------------------------------------------------------ input checks
+    def _check_X(self, X: Any, name: str = "X") -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (examples, features), got shape {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError(f"{name} is empty: it has no examples")
+        if X.shape[1] != self.layer_sizes[0]:
+            raise ValueError(
+                f"{name} has {X.shape[1]} features per example but the input layer has "
+                f"{self.layer_sizes[0]} units"
+            )
+        if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+            raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
+        X = X.astype(self.dtype, copy=False)
+        # min/max propagate NaN and see inf without a temporary the size of X.
+        if not (np.isfinite(X.min()) and np.isfinite(X.max())):
+            bad = int(np.count_nonzero(~np.isfinite(X)))
+            raise ValueError(f"{name} contains {bad} NaN or infinite values; clean the inputs")
+        return X
+
+    def _check_y(self, y: Any, n: int, name: str = "y") -> np.ndarray:
+        y = np.asarray(y)
+        n_out = self.layer_sizes[-1]
+        if y.shape[:1] != (n,):
+            raise ValueError(f"{name} has {y.shape[0] if y.ndim else 0} rows but X has {n}")
+        if y.ndim == 1:
+            if not np.issubdtype(y.dtype, np.integer):
+                if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
+                    y = y.astype(np.int64)
+                else:
+                    raise ValueError(f"{name} as 1-D must hold integer class labels, got {y.dtype}")
+            low, high = int(y.min()), int(y.max())
+            if low < 0 or high >= n_out:
+                raise ValueError(
+                    f"{name} has labels in [{low}, {high}] but must be in [0, {n_out}) for "
+                    f"an output layer of {n_out} units"
+                )
+            return y.astype(np.intp, copy=False)
+        if y.ndim == 2:
+            if y.shape[1] != n_out:
+                raise ValueError(
+                    f"{name} has {y.shape[1]} columns but the output layer has {n_out} units"
+                )
+            y = y.astype(self.dtype, copy=False)
+            if not np.all(np.isfinite(y)):
+                raise ValueError(f"{name} contains NaN or infinite values")
+            return y
+        raise ValueError(f"{name} must be labels (n,) or targets (n, {n_out}), got {y.shape}")
+
+    # ------------------------------------------------------------------ forward / backward
+    def _forward(self, X: np.ndarray) -> list[np.ndarray]:
+        """All activations ``[A^0 = X, A^1, ..., A^N]`` for a checked batch."""
+        outputs = [X]
+        a = X
+        for W, b, act in zip(self.weights, self.biases, self._acts, strict=True):
+            z = a @ W
+            z += b
+            a = act.forward(z)
+            outputs.append(a)
+        return outputs
+
+    def _backward(
+        self,
+        outputs: list[np.ndarray],
+        delta: np.ndarray,
+        dW: list[np.ndarray],
+        db: list[np.ndarray],
+    ) -> None:
+        """Fill ``dW``/``db`` from the output error ``delta = dC/dZ^N``; weights are untouched."""
+        for layer in range(len(self.weights) - 1, -1, -1):
+            np.matmul(outputs[layer].T, delta, out=dW[layer])
+            np.sum(delta, axis=0, out=db[layer])
+            if layer:
+                delta = delta @ self.weights[layer].T
+                delta = self._acts[layer - 1].backward(outputs[layer], delta)
+
+    def forward(self, X: Any) -> np.ndarray:
+        """Output activations, shape ``(n, n_N)``; class probabilities for a softmax output."""
+        return self._forward(self._check_X(X))[-1]
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels: the arg-max output, or ``output > 0.5`` for a single output unit."""
+        out = self.forward(X)
+        if out.shape[1] == 1:
+            return (out[:, 0] > 0.5).astype(np.intp)
+        return out.argmax(axis=1)
+
+    def loss(self, X: Any, y: Any) -> float:
+        """Mean cost over the examples; ``y`` as int labels ``(n,)`` or targets ``(n, n_N)``."""
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        return self._loss.value(self._forward(X)[-1], y)
+
+    def gradients(self, X: Any, y: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """``(dW, db)``: the gradient of :meth:`loss` w.r.t. every weight and bias array."""
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        outputs = self._forward(X)
+        delta = self._loss.output_delta(outputs[-1], y, self._acts[-1])
+        dW = [np.empty_like(W) for W in self.weights]
+        db = [np.empty_like(b) for b in self.biases]
+        self._backward(outputs, delta, dW, db)
+        return dW, db
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        epochs: int = 1,
+        batch_size: int = 32,
+        optimizer: Optimizer | None = None,
+        validation: tuple[Any, Any] | None = None,
+        shuffle: bool = True,
+        callbacks: Sequence[Callback] = (),
+    ) -> dict[str, list[float]]:
+        """Mini-batch training; returns the per-epoch history.
+
+        Each epoch visits every example once in ``S = ceil(N / batch_size)`` steps, the last batch
+        possibly smaller (seed 002, eq. 68), in an order drawn from the network's generator
+        (``shuffle=False``: in the given order). History keys: ``epoch``, ``loss`` and
+        ``accuracy`` (running means over the epoch's batches, as Keras reports them), ``seconds``
+        (training wall time of the epoch) and, with ``validation=(X_val, y_val)``, ``val_loss``
+        and ``val_accuracy``. A non-finite batch loss raises :class:`DivergenceError`.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        X = self._check_X(X)
+        y = self._check_y(y, X.shape[0])
+        if validation is not None:
+            X_val = self._check_X(validation[0], "X_val")
+            y_val = self._check_y(validation[1], X_val.shape[0], "y_val")
+        optimizer = optimizer if optimizer is not None else SGD(0.01)
+
+        n = X.shape[0]
+        batch_size = min(int(batch_size), n)
+        steps = math.ceil(n / batch_size)
+        labels = y.ndim == 1
+        params = [*self.weights, *self.biases]
+        dW = [np.empty_like(W) for W in self.weights]
+        db = [np.empty_like(b) for b in self.biases]
+        grads = [*dW, *db]
+        if shuffle:
+            X_epoch, y_epoch = np.empty_like(X), np.empty_like(y)
+        else:
+            X_epoch, y_epoch = X, y
+        loss, out_act = self._loss, self._acts[-1]
+        callbacks = list(callbacks)
+        batch_callbacks = [c for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end]
+        history: dict[str, list[float]] = {"epoch": [], "loss": [], "accuracy": [], "seconds": []}
+        if validation is not None:
+            history["val_loss"], history["val_accuracy"] = [], []
+        info = {"epochs": epochs, "steps_per_epoch": steps, "n_samples": n, "batch_size": batch_size}
+        self.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin(self, info)
+
+        for epoch in range(1, epochs + 1):
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch)
+            start = time.perf_counter()
+            if shuffle:
+                order = self.rng.permutation(n)
+                np.take(X, order, axis=0, out=X_epoch)
+                np.take(y, order, axis=0, out=y_epoch)
+            loss_sum = 0.0
+            correct = 0
+            for step in range(steps):
+                lo = step * batch_size
+                Xb, yb = X_epoch[lo : lo + batch_size], y_epoch[lo : lo + batch_size]
+                outputs = self._forward(Xb)
+                out = outputs[-1]
+                batch_loss = loss.sum(out, yb)
+                if not math.isfinite(batch_loss):
+                    raise DivergenceError(epoch, step + 1, steps, batch_loss)
+                loss_sum += batch_loss
+                predicted = out.argmax(axis=1)
+                correct += int(np.count_nonzero(predicted == (yb if labels else yb.argmax(1))))
+                delta = loss.output_delta(out, yb, out_act)
+                self._backward(outputs, delta, dW, db)
+                optimizer.step(params, grads)
+                for cb in batch_callbacks:
+                    cb.on_batch_end(epoch, step + 1, batch_loss / Xb.shape[0])
+            seconds = time.perf_counter() - start
+            logs = {"epoch": epoch, "loss": loss_sum / n, "accuracy": correct / n, "seconds": seconds}
+            if validation is not None:
+                val_out = self._forward(X_val)[-1]
+                logs["val_loss"] = loss.value(val_out, y_val)
+                val_true = y_val if y_val.ndim == 1 else y_val.argmax(1)
+                logs["val_accuracy"] = float(np.mean(val_out.argmax(axis=1) == val_true))
+            for key, value in logs.items():
+                history[key].append(value)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end(history)
+        return history
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``W0, b0, W1, b1, ...`` and the config (JSON) to a ``.npz``, atomically."""
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {}
+        for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            arrays[f"W{i}"], arrays[f"b{i}"] = W, b
+        meta = {"format_version": _FORMAT_VERSION, **self.config()}
+        arrays["config"] = np.array(json.dumps(meta, sort_keys=True))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> MLP:
+        """Rebuild a network written by :meth:`save` (read with ``allow_pickle=False``)."""
+        with np.load(path, allow_pickle=False) as data:
+            if "config" not in data.files:
+                raise ValueError(f"{path} is not a saved MLP: it has no 'config' entry")
+            meta = json.loads(str(data["config"]))
+            meta.pop("format_version", None)
+            net = cls(**meta)
+            for i in range(len(net.weights)):
+                for name, target in ((f"W{i}", net.weights[i]), (f"b{i}", net.biases[i])):
+                    if name not in data.files:
+                        raise ValueError(f"{path} lacks the array {name!r}")
+                    array = data[name]
+                    if array.shape != target.shape:
+                        raise ValueError(
+                            f"{path}: {name} has shape {array.shape}, the config says "
+                            f"{target.shape}"
+                        )
+                    target[...] = array
+        return net

@@ -1,0 +1,180 @@
+"""Optimisers: ``step(params, grads)`` updates the parameter arrays in place.
+
+The model owns its parameters; an optimiser owns only its own state (velocities, moments), kept per
+position in the ``params`` list and created on the first step. ``grads`` are scratch space: a step
+may overwrite them.
+
+L2 weight decay adds ``weight_decay * W`` to the gradient of every weight *matrix* (``ndim >= 2``);
+biases are not decayed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check_positive(name: str, value: float) -> float:
+    value = float(value)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def _check_fraction(name: str, value: float, *, allow_zero: bool) -> float:
+    value = float(value)
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value < 1):
+        interval = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return value
+
+
+class Optimizer:
+    learning_rate: float
+    weight_decay: float = 0.0
+
+    def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        """The constructor arguments, to log or to rebuild the optimiser."""
+        raise NotImplementedError
+
+    def _decayed(self, params: list[np.ndarray], grads: list[np.ndarray]) -> list[np.ndarray]:
+        if self.weight_decay:
+            for p, g in zip(params, grads, strict=True):
+                if p.ndim >= 2:
+                    g += self.weight_decay * p
+        return grads
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent (seed 002, eqs. 66-67): ``theta -= learning_rate * g``.
+
+    With ``momentum > 0`` it keeps a velocity ``v = momentum * v - learning_rate * g`` and steps
+    ``theta += v``; with ``nesterov=True`` it steps ``theta += momentum * v - learning_rate * g``
+    (Sutskever et al., 2013; the same form as Keras).
+    """
+
+    def __init__(
+        self,
+        learning_rate: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ):
+        self.learning_rate = _check_positive("learning_rate", learning_rate)
+        self.momentum = _check_fraction("momentum", momentum, allow_zero=True)
+        if nesterov and not self.momentum:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.nesterov = bool(nesterov)
+        self.weight_decay = float(weight_decay)
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        self._velocities: list[np.ndarray] | None = None
+
+    def config(self) -> dict:
+        return {
+            "name": "sgd",
+            "learning_rate": self.learning_rate,
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+        }
+
+    def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        grads = self._decayed(params, grads)
+        lr = self.learning_rate
+        if not self.momentum:
+            for p, g in zip(params, grads, strict=True):
+                g *= lr
+                p -= g
+            return
+        if self._velocities is None:
+            self._velocities = [np.zeros_like(p) for p in params]
+        mu = self.momentum
+        for p, g, v in zip(params, grads, self._velocities, strict=True):
+            g *= lr
+            v *= mu
+            v -= g
+            if self.nesterov:
+                p += mu * v
+                p -= g
+            else:
+                p += v
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015, Algorithm 1), with bias correction ``1 - beta**t``.
+
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
+    ``theta -= learning_rate * m_hat / (sqrt(v_hat) + epsilon)`` with
+    ``m_hat = m / (1 - b1^t)`` and ``v_hat = v / (1 - b2^t)``.
+    """
+
+    def __init__(
+        self,
+        learning_rate: float = 0.001,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        epsilon: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
+        self.learning_rate = _check_positive("learning_rate", learning_rate)
+        self.beta1 = _check_fraction("beta1", beta1, allow_zero=True)
+        self.beta2 = _check_fraction("beta2", beta2, allow_zero=True)
+        self.epsilon = _check_positive("epsilon", epsilon)
+        self.weight_decay = float(weight_decay)
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        self.t = 0
+        self._m: list[np.ndarray] | None = None
+        self._v: list[np.ndarray] | None = None
+
+    def config(self) -> dict:
+        return {
+            "name": "adam",
+            "learning_rate": self.learning_rate,
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "epsilon": self.epsilon,
+            "weight_decay": self.weight_decay,
+        }
+
+    def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        grads = self._decayed(params, grads)
+        if self._m is None:
+            self._m = [np.zeros_like(p) for p in params]
+            self._v = [np.zeros_like(p) for p in params]
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        m_scale = 1 / (1 - b1**self.t)
+        v_scale = 1 / (1 - b2**self.t)
+        for p, g, m, v in zip(params, grads, self._m, self._v, strict=True):
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * (g * g)
+            denom = np.sqrt(v * v_scale)
+            denom += self.epsilon
+            p -= self.learning_rate * (m * m_scale) / denom
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+def get(name: str, **kwargs) -> Optimizer:
+    """Build the optimiser called ``name`` (``sgd``, ``momentum``, ``nesterov`` or ``adam``)."""
+    if name == "momentum":
+        kwargs.setdefault("momentum", 0.9)
+        return SGD(**kwargs)
+    if name == "nesterov":
+        kwargs.setdefault("momentum", 0.9)
+        return SGD(nesterov=True, **kwargs)
+    try:
+        cls = OPTIMIZERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown optimizer {name!r}; choose one of sgd, momentum, nesterov, adam"
+        ) from None
+    return cls(**kwargs)
