@@ -41,9 +41,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     """``C[i, j]`` = number of examples of true class ``i`` predicted as ``j``; int64."""
     y_true = _labels(y_true)
     y_pred = np.asarray(y_pred)
-    return np.bincount(
-        y_true * n_classes + y_pred, minlength=n_classes * n_classes
-    ).reshape(n_classes, n_classes)
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes
+    )
 
 
 def per_class(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:

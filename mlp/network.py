@@ -194,12 +194,19 @@ class MLP:
         raise ValueError(f"{name} must be labels (n,) or targets (n, {n_out}), got {y.shape}")
 
     # ------------------------------------------------------------------ forward / backward
-    def _forward(self, X: np.ndarray) -> list[np.ndarray]:
-        """All activations ``[A^0 = X, A^1, ..., A^N]`` for a checked batch."""
+    def _forward(self, X: np.ndarray, buffers: list[np.ndarray] | None = None) -> list[np.ndarray]:
+        """All activations ``[A^0 = X, A^1, ..., A^N]`` for a checked batch.
+
+        With ``buffers`` (one ``(len(X), n_l)`` array per layer) the activations are written
+        into them instead of new arrays.
+        """
         outputs = [X]
         a = X
-        for W, b, act in zip(self.weights, self.biases, self._acts, strict=True):
-            z = a @ W
+        for layer, (W, b, act) in enumerate(zip(self.weights, self.biases, self._acts)):
+            if buffers is None:
+                z = a @ W
+            else:
+                z = np.matmul(a, W, out=buffers[layer])
             z += b
             a = act.forward(z)
             outputs.append(a)
@@ -211,13 +218,21 @@ class MLP:
         delta: np.ndarray,
         dW: list[np.ndarray],
         db: list[np.ndarray],
+        buffers: list[np.ndarray] | None = None,
     ) -> None:
-        """Fill ``dW``/``db`` from the output error ``delta = dC/dZ^N``; weights are untouched."""
+        """Fill ``dW``/``db`` from the output error ``delta = dC/dZ^N``; weights are untouched.
+
+        ``buffers``, when given, receive the hidden layers' errors (as in :meth:`_forward`).
+        """
         for layer in range(len(self.weights) - 1, -1, -1):
             np.matmul(outputs[layer].T, delta, out=dW[layer])
-            np.sum(delta, axis=0, out=db[layer])
+            np.add.reduce(delta, axis=0, out=db[layer])
             if layer:
-                delta = delta @ self.weights[layer].T
+                W_T = self.weights[layer].T
+                if buffers is None:
+                    delta = delta @ W_T
+                else:
+                    delta = np.matmul(delta, W_T, out=buffers[layer - 1])
                 delta = self._acts[layer - 1].backward(outputs[layer], delta)
 
     def forward(self, X: Any) -> np.ndarray:
@@ -226,10 +241,7 @@ class MLP:
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels: the arg-max output, or ``output > 0.5`` for a single output unit."""
-        out = self.forward(X)
-        if out.shape[1] == 1:
-            return (out[:, 0] > 0.5).astype(np.intp)
-        return out.argmax(axis=1)
+        return _predicted_classes(self.forward(X))
 
     def loss(self, X: Any, y: Any) -> float:
         """Mean cost over the examples; ``y`` as int labels ``(n,)`` or targets ``(n, n_N)``."""
@@ -284,25 +296,53 @@ class MLP:
             y_val = self._check_y(validation[1], X_val.shape[0], "y_val")
         optimizer = optimizer if optimizer is not None else SGD(0.01)
 
-        n = X.shape[0]
+        n, n_out = X.shape[0], self.layer_sizes[-1]
         batch_size = min(int(batch_size), n)
         steps = math.ceil(n / batch_size)
-        labels = y.ndim == 1
+        loss, out_act = self._loss, self._acts[-1]
         params = [*self.weights, *self.biases]
         dW = [np.empty_like(W) for W in self.weights]
         db = [np.empty_like(b) for b in self.biases]
         grads = [*dW, *db]
+        # Buffers reused by every step: activations and errors of each layer.
+        act_buffers = [np.empty((batch_size, k), self.dtype) for k in self.layer_sizes[1:]]
+        err_buffers = [np.empty((batch_size, k), self.dtype) for k in self.layer_sizes[1:-1]]
+        last = n - (steps - 1) * batch_size  # size of the last, possibly partial, batch
+        last_act_buffers = [b[:last] for b in act_buffers]
+        last_err_buffers = [b[:last] for b in err_buffers]
+
+        # Integer labels: the loss needs dense one-hot targets; the bookkeeping uses the labels.
+        # Softmax + cross-entropy then needs no per-step loss computation: the probability of each
+        # example's true class is gathered into `p_true`, and the epoch's loss and accuracy are
+        # computed from it and from the recorded predictions once per epoch.
+        labels = y.ndim == 1
+        targets = _one_hot(y, n_out, self.dtype) if labels else y
+        fused_ce = labels and isinstance(loss, _losses.CrossEntropy)
+        predicted = np.empty(n, np.intp)
+        if fused_ce:
+            p_true = np.empty(n, self.dtype)
+            eps = np.finfo(self.dtype).eps
+        # The class of every example, in the epoch's order (for the running accuracy).
+        classes = y if labels else _true_classes(targets)
+        true_label = classes
         if shuffle:
-            X_epoch, y_epoch = np.empty_like(X), np.empty_like(y)
-        else:
-            X_epoch, y_epoch = X, y
-        loss, out_act = self._loss, self._acts[-1]
+            X_batch = np.empty((batch_size, X.shape[1]), X.dtype)
+            T_batch = np.empty((batch_size, targets.shape[1]), targets.dtype)
+            true_label = np.empty_like(classes)
+
         callbacks = list(callbacks)
-        batch_callbacks = [c for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end]
+        batch_callbacks = [
+            c for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end
+        ]
         history: dict[str, list[float]] = {"epoch": [], "loss": [], "accuracy": [], "seconds": []}
         if validation is not None:
             history["val_loss"], history["val_accuracy"] = [], []
-        info = {"epochs": epochs, "steps_per_epoch": steps, "n_samples": n, "batch_size": batch_size}
+        info = {
+            "epochs": epochs,
+            "steps_per_epoch": steps,
+            "n_samples": n,
+            "batch_size": batch_size,
+        }
         self.stop_training = False
         for cb in callbacks:
             cb.on_train_begin(self, info)
@@ -313,33 +353,55 @@ class MLP:
             start = time.perf_counter()
             if shuffle:
                 order = self.rng.permutation(n)
-                np.take(X, order, axis=0, out=X_epoch)
-                np.take(y, order, axis=0, out=y_epoch)
+                # mode="clip" skips the bounds-checked copy NumPy makes for out=; `order` is a
+                # permutation of range(n), so every index is valid.
+                np.take(classes, order, out=true_label, mode="clip")
+            if fused_ce:
+                # Flat index of each example's true class inside its batch's output block.
+                true_flat = (np.arange(n) % batch_size) * n_out + true_label
             loss_sum = 0.0
-            correct = 0
             for step in range(steps):
                 lo = step * batch_size
-                Xb, yb = X_epoch[lo : lo + batch_size], y_epoch[lo : lo + batch_size]
-                outputs = self._forward(Xb)
+                hi = lo + batch_size
+                if shuffle:
+                    idx = order[lo:hi]
+                    m = idx.shape[0]
+                    Xb = np.take(X, idx, axis=0, out=X_batch[:m], mode="clip")
+                    Tb = np.take(targets, idx, axis=0, out=T_batch[:m], mode="clip")
+                else:
+                    Xb, Tb = X[lo:hi], targets[lo:hi]
+                full = hi <= n
+                outputs = self._forward(Xb, act_buffers if full else last_act_buffers)
                 out = outputs[-1]
-                batch_loss = loss.sum(out, yb)
-                if not math.isfinite(batch_loss):
-                    raise DivergenceError(epoch, step + 1, steps, batch_loss)
-                loss_sum += batch_loss
-                predicted = out.argmax(axis=1)
-                correct += int(np.count_nonzero(predicted == (yb if labels else yb.argmax(1))))
-                delta = loss.output_delta(out, yb, out_act)
-                self._backward(outputs, delta, dW, db)
+                if fused_ce:
+                    batch_p = np.take(out, true_flat[lo:hi], out=p_true[lo:hi], mode="clip")
+                    batch_loss = np.add.reduce(batch_p)  # finite exactly when every row of out is
+                    if not math.isfinite(batch_loss):
+                        raise DivergenceError(epoch, step + 1, steps, float("nan"))
+                else:
+                    batch_loss = loss.sum(out, Tb)
+                    if not math.isfinite(batch_loss):
+                        raise DivergenceError(epoch, step + 1, steps, batch_loss)
+                    loss_sum += batch_loss
+                if n_out > 1:
+                    np.argmax(out, axis=1, out=predicted[lo:hi])
+                else:
+                    np.greater(out[:, 0], 0.5, out=predicted[lo:hi], casting="unsafe")
+                delta = loss.output_delta(out, Tb, out_act)
+                self._backward(outputs, delta, dW, db, err_buffers if full else last_err_buffers)
                 optimizer.step(params, grads)
                 for cb in batch_callbacks:
-                    cb.on_batch_end(epoch, step + 1, batch_loss / Xb.shape[0])
+                    cb.on_batch_end(epoch, step + 1, float(batch_loss) / Xb.shape[0])
+            if fused_ce:
+                loss_sum = float(-np.log(np.clip(p_true, eps, 1 - eps), dtype=np.float64).sum())
+            accuracy = np.count_nonzero(predicted == _true_classes(true_label)) / n
             seconds = time.perf_counter() - start
-            logs = {"epoch": epoch, "loss": loss_sum / n, "accuracy": correct / n, "seconds": seconds}
+            logs = {"epoch": epoch, "loss": loss_sum / n, "accuracy": accuracy, "seconds": seconds}
             if validation is not None:
                 val_out = self._forward(X_val)[-1]
                 logs["val_loss"] = loss.value(val_out, y_val)
-                val_true = y_val if y_val.ndim == 1 else y_val.argmax(1)
-                logs["val_accuracy"] = float(np.mean(val_out.argmax(axis=1) == val_true))
+                val_pred = _predicted_classes(val_out)
+                logs["val_accuracy"] = float(np.mean(val_pred == _true_classes(y_val)))
             for key, value in logs.items():
                 history[key].append(value)
             for cb in callbacks:
@@ -391,3 +453,23 @@ class MLP:
                         )
                     target[...] = array
         return net
+
+
+def _one_hot(labels: np.ndarray, n_classes: int, dtype: np.dtype) -> np.ndarray:
+    dense = np.zeros((labels.shape[0], n_classes), dtype=dtype)
+    dense[np.arange(labels.shape[0]), labels] = 1
+    return dense
+
+
+def _predicted_classes(out: np.ndarray) -> np.ndarray:
+    """Arg-max of each row; ``out > 0.5`` for a single output unit."""
+    if out.shape[1] == 1:
+        return (out[:, 0] > 0.5).astype(np.intp)
+    return out.argmax(axis=1)
+
+
+def _true_classes(target: np.ndarray) -> np.ndarray:
+    """Labels as given, or the class a 2-D target row stands for."""
+    if target.ndim == 1:
+        return target
+    return _predicted_classes(target)

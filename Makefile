@@ -1,0 +1,57 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+# Each creates .venv and installs the pinned dependencies first (constraints.txt pins every
+# transitive one); the install is redone only when pyproject.toml or constraints.txt change.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+# Stage commands in dvc.yaml say `python`: make it the project's.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help install run test test-fast bench ui lint format params clean
+
+help:
+	@echo "make run        install, then run the pipeline (dvc repro)"
+	@echo "make test       install, then run the whole test suite"
+	@echo "make test-fast  the test suite without the slow end-to-end tests"
+	@echo "make bench      speed benchmark against the bare NumPy loop"
+	@echo "make ui         MLflow UI on the project's store (http://127.0.0.1:5000)"
+	@echo "make lint       ruff check + format check"
+	@echo "make params     regenerate params.yaml from conf/"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	dvc repro
+
+test: install
+	pytest $(PYTEST_ARGS)
+
+test-fast: install
+	pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: install
+	python -m benchmarks.bench
+
+ui: install
+	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port 5000
+
+lint: install
+	ruff check . && ruff format --check .
+
+format: install
+	ruff format . && ruff check --fix .
+
+params: install
+	python -m pipeline.params
+
+clean:
+	rm -rf .pytest_cache .ruff_cache */__pycache__
