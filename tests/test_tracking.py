@@ -1,0 +1,386 @@
+"""pipeline.tracking on the embedded SQLite store, and pipeline.progress."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+import mlp
+from pipeline import tracking
+from pipeline.progress import ProgressBar
+
+ROOT = Path(__file__).resolve().parents[1]
+_ENV_KEYS = ("MLFLOW_TRACKING_URI", *tracking._HTTP_DEFAULTS)
+
+CONFIG = {
+    "seed": 0,
+    "model": {"layer_sizes": [8, 6, 3], "activations": ["tanh", "softmax"]},
+    "optimizer": {"name": "sgd", "learning_rate": 0.1},
+    "train": {"epochs": 2, "batch_size": 32, "shuffle": True, "blas_threads": None},
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_mlflow_state():
+    """No tracking URI from outside, and none left behind (mlflow.set_tracking_uri sets the
+    environment variable); no active run left behind."""
+    saved = {key: os.environ.pop(key, None) for key in _ENV_KEYS}
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    for key, value in saved.items():
+        os.environ.pop(key, None)
+        if value is not None:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """One SQLite store for the module: creating its tables takes a couple of seconds."""
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture
+def uri(store) -> str:
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def _data(n: int = 200, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 8)).astype(np.float32)
+    y = rng.integers(0, 3, size=n)
+    return X, y
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------- where the store is
+def test_project_root_is_the_repository():
+    assert tracking.project_root() == ROOT
+    assert (ROOT / ".dvc").is_dir()
+
+
+def test_default_uri_is_absolute_sqlite_in_the_project_root():
+    assert tracking.resolve_tracking_uri() == f"sqlite:///{ROOT / 'mlflow.db'}"
+    assert tracking.resolve_tracking_uri(None, ROOT).startswith("sqlite:////")
+
+
+def test_environment_variable_wins(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert tracking.resolve_tracking_uri("sqlite:///other.db", tmp_path) == (
+        "http://tracking.example:5000"
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel/env.db")
+    assert tracking.resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path}/rel/env.db"
+
+
+def test_configured_uri_relative_sqlite_made_absolute(tmp_path):
+    assert tracking.resolve_tracking_uri("sqlite:///runs/m.db", tmp_path) == (
+        f"sqlite:///{tmp_path}/runs/m.db"
+    )
+    absolute = f"sqlite:///{tmp_path}/abs.db"
+    assert tracking.resolve_tracking_uri(absolute, tmp_path / "elsewhere") == absolute
+    assert tracking.resolve_tracking_uri("http://host:5000", tmp_path) == "http://host:5000"
+    assert tracking.resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path}/mlflow.db"
+
+
+@pytest.mark.parametrize("copy", [".dvc/tmp/exps/tmpa1b2c3", ".dvc/tmp/exps/standalone/tmpz9"])
+def test_dvc_experiment_copy_uses_the_real_repository(tmp_path, copy):
+    repo = tmp_path / "repo"
+    root = repo / copy
+    assert tracking.store_root(root) == repo
+    assert tracking.resolve_tracking_uri(None, root) == f"sqlite:///{repo}/mlflow.db"
+    assert tracking.resolve_tracking_uri("sqlite:///x.db", root) == f"sqlite:///{repo}/x.db"
+    assert tracking.store_root(repo) == repo
+
+
+def test_artifact_location_beside_the_sqlite_file(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert tracking.artifact_location(uri) == (tmp_path / "mlartifacts").as_uri()
+    assert tracking.artifact_location("http://host:5000") is None
+
+
+# ---------------------------------------------------------------------------- what a run records
+def test_flatten_nested_config():
+    flat = tracking.flatten(
+        {"a": {"b": {"c": 1}, "d": [1, 2]}, "lr": 0.1, "on": True, "x": None, "s": "tanh"}
+    )
+    assert flat == {
+        "a.b.c": "1",
+        "a.d": "[1, 2]",
+        "lr": "0.1",
+        "on": "true",
+        "x": "null",
+        "s": "tanh",
+    }
+    assert tracking.flatten({"n": np.int64(3), "v": np.array([1, 2])}) == {"n": "3", "v": "[1, 2]"}
+
+
+def test_run_tags_outside_git(tmp_path):
+    had_tensorflow = "tensorflow" in sys.modules
+    tags = tracking.run_tags(tmp_path, {"train_images": "ab" * 32}, stage="train")
+    assert tags["git.commit"] == "unknown"
+    assert "git.dirty" not in tags
+    assert tags["data.sha256.train_images"] == "ab" * 32
+    assert tags["stage"] == "train"
+    for key in ("python", "numpy", "mlflow", "hydra-core"):
+        assert tags[f"version.{key}"]
+    assert tags["platform"]
+    if not had_tensorflow:
+        assert "tensorflow" not in sys.modules, "run_tags must not import TensorFlow"
+
+
+def test_run_with_training_logs_params_metrics_tags_and_config(uri, store):
+    X, y = _data()
+    digests = {"train_images": "0" * 64, "train_labels": "1" * 64}
+    with tracking.start_run(
+        CONFIG, stage="train", experiment="unit", uri=uri, data_digests=digests, tags={"k": 1}
+    ) as run:
+        model = mlp.MLP(CONFIG["model"]["layer_sizes"], seed=0)
+        model.fit(
+            X, y, epochs=2, batch_size=32, optimizer=mlp.SGD(0.1), validation=(X[:50], y[:50]),
+            callbacks=[tracking.MlflowCallback()],
+        )  # fmt: skip
+    client = MlflowClient(uri)
+    finished = client.get_run(run.info.run_id)
+    assert finished.info.status == "FINISHED"
+    # Nothing exported that a later resolve_tracking_uri would take for the user's choice.
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+
+    params = finished.data.params
+    assert params["model.layer_sizes"] == "[8, 6, 3]"
+    assert params["optimizer.learning_rate"] == "0.1"
+    assert params["train.blas_threads"] == "null"
+
+    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == [1, 2], name
+    losses = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert all(np.isfinite(losses))
+
+    tags = finished.data.tags
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    expected = head.stdout.strip() if head.returncode == 0 else "unknown"
+    assert tags["git.commit"] == expected
+    assert tags["stage"] == "train"
+    assert tags["data.sha256.train_images"] == "0" * 64
+    assert tags["k"] == "1"
+    assert tags["version.mlflow"] == mlflow.__version__
+
+    assert finished.info.artifact_uri.startswith((store / "mlartifacts").as_uri())
+    assert [f.path for f in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
+    local = client.download_artifacts(run.info.run_id, "config.yaml", str(store))
+    assert yaml.safe_load(Path(local).read_text()) == CONFIG
+
+
+def test_more_than_100_params_are_logged_in_batches(uri):
+    config = {"group": {f"p{i:03d}": i for i in range(250)}}
+    with tracking.start_run(config, stage="unit", experiment="unit", uri=uri) as run:
+        pass
+    params = MlflowClient(uri).get_run(run.info.run_id).data.params
+    assert len(params) == 250 and params["group.p249"] == "249"
+
+
+def test_exception_ends_failed_with_reason(uri):
+    with pytest.raises(ValueError, match="boom"):
+        with tracking.start_run(CONFIG, stage="train", experiment="unit", uri=uri) as run:
+            raise ValueError("boom")
+    finished = MlflowClient(uri).get_run(run.info.run_id)
+    assert finished.info.status == "FAILED"
+    assert finished.data.tags["failure_reason"] == "ValueError: boom"
+    assert mlflow.active_run() is None
+
+
+def test_divergence_ends_failed_with_epoch_and_step(uri):
+    with pytest.raises(mlp.DivergenceError):
+        with tracking.start_run(CONFIG, stage="train", experiment="unit", uri=uri) as run:
+            raise mlp.DivergenceError(epoch=2, step=5, steps_per_epoch=7, loss=float("nan"))
+    finished = MlflowClient(uri).get_run(run.info.run_id)
+    assert finished.info.status == "FAILED"
+    tags = finished.data.tags
+    assert tags["failure_reason"].startswith("DivergenceError: training diverged")
+    assert (tags["diverged_epoch"], tags["diverged_step"]) == ("2", "5")
+
+
+def test_keyboard_interrupt_ends_killed(uri):
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.start_run(CONFIG, stage="train", experiment="unit", uri=uri) as run:
+            raise KeyboardInterrupt
+    assert MlflowClient(uri).get_run(run.info.run_id).info.status == "KILLED"
+    assert mlflow.active_run() is None
+
+
+def test_sigterm_ends_killed(uri):
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert tracking.install_sigterm_handler()
+        with pytest.raises(tracking.Terminated) as raised:
+            with tracking.start_run(CONFIG, stage="train", experiment="unit", uri=uri) as run:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # the handler runs between bytecodes
+                    pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert raised.value.code == 128 + signal.SIGTERM
+    assert MlflowClient(uri).get_run(run.info.run_id).info.status == "KILLED"
+
+
+def test_nested_run_in_the_same_process(uri):
+    with tracking.start_run(CONFIG, stage="sweep", experiment="unit", uri=uri) as parent:
+        parent_id = parent.info.run_id
+        with tracking.start_run(
+            CONFIG, stage="train", experiment="unit", uri=uri, parent_run_id=parent_id
+        ) as child:
+            pass
+        assert mlflow.active_run().info.run_id == parent_id
+    client = MlflowClient(uri)
+    assert client.get_run(child.info.run_id).data.tags["mlflow.parentRunId"] == parent_id
+    assert client.get_run(child.info.run_id).info.status == "FINISHED"
+
+
+def test_child_run_in_another_process_links_to_parent(uri):
+    script = textwrap.dedent(
+        """
+        import sys
+        from pipeline import tracking
+
+        uri, parent_id = sys.argv[1], sys.argv[2]
+        with tracking.start_run({"point": 1}, stage="sweep-point", experiment="unit", uri=uri,
+                                parent_run_id=parent_id) as run:
+            pass
+        print("CHILD", run.info.run_id)
+        """
+    )
+    with tracking.start_run(CONFIG, stage="sweep", experiment="unit", uri=uri) as parent:
+        parent_id = parent.info.run_id
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        done = subprocess.run(
+            [sys.executable, "-c", script, uri, parent_id],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    child_id = next(
+        line.split()[1] for line in done.stdout.splitlines() if line.startswith("CHILD ")
+    )
+    client = MlflowClient(uri)
+    assert client.get_run(child_id).data.tags["mlflow.parentRunId"] == parent_id
+    experiment = client.get_experiment_by_name("unit")
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
+    assert [r.info.run_id for r in children] == [child_id]
+
+
+def test_log_artifact_file(uri, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    with tracking.start_run(CONFIG, stage="train", experiment="unit", uri=uri) as run:
+        tracking.log_artifact_file(path, "extra")
+    client = MlflowClient(uri)
+    assert [f.path for f in client.list_artifacts(run.info.run_id, "extra")] == ["extra/notes.txt"]
+
+
+def test_callback_needs_a_run():
+    X, y = _data(40)
+    with pytest.raises(RuntimeError, match="active MLflow run"):
+        mlp.MLP([8, 3]).fit(X, y, callbacks=[tracking.MlflowCallback()])
+
+
+# ---------------------------------------------------------------------------- failing fast
+def test_unreachable_server_raises_fast():
+    url = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(tracking.TrackingUnavailable, match="not reachable") as raised:
+        tracking.check_tracking_server(url, timeout=2)
+    message = str(raised.value)
+    assert url in message and "unset MLFLOW_TRACKING_URI" in message
+    assert "sqlite:///" in message
+
+
+def test_start_run_checks_the_server_before_anything(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    with pytest.raises(tracking.TrackingUnavailable):
+        with tracking.start_run(CONFIG, stage="train", experiment="unit"):
+            pytest.fail("the run must not start")
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+
+
+def test_non_http_uris_are_not_checked(uri):
+    tracking.check_tracking_server(uri)
+
+
+def test_retry_on_database_is_locked(monkeypatch):
+    monkeypatch.setattr(tracking.time, "sleep", lambda seconds: None)
+    calls = []
+
+    def flaky(value):
+        calls.append(value)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return value * 2
+
+    assert tracking.with_retry(flaky, 21) == 42
+    assert len(calls) == 3
+
+    def broken():
+        calls.append("broken")
+        raise sqlite3.OperationalError("no such table: runs")
+
+    calls.clear()
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        tracking.with_retry(broken)
+    assert calls == ["broken"]
+
+    def always_locked():
+        raise mlflow.exceptions.MlflowException("(sqlite3.OperationalError) database is locked")
+
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        tracking.with_retry(always_locked, tries=3)
+
+
+# ---------------------------------------------------------------------------- progress bar
+def test_progress_bar_shows_epochs_and_validation():
+    X, y = _data()
+    out = io.StringIO()
+    mlp.MLP([8, 3]).fit(
+        X, y, epochs=2, batch_size=10, validation=(X, y),
+        callbacks=[ProgressBar(update_every=3, file=out, disable=False)],
+    )  # fmt: skip
+    text = out.getvalue()
+    assert "epoch 1/2" in text and "epoch 2/2" in text
+    assert "20/20" in text
+    assert "val_loss=" in text and "val_acc=" in text
+
+
+def test_progress_bar_quiet_when_not_a_terminal():
+    X, y = _data()
+    out = io.StringIO()  # not a TTY
+    bar = ProgressBar(file=out)
+    mlp.MLP([8, 3]).fit(X, y, epochs=2, batch_size=10, callbacks=[bar])
+    assert out.getvalue() == ""
+
+
+def test_mlp_does_not_import_mlflow():
+    code = "import sys, mlp; sys.exit('mlflow' in sys.modules or 'tqdm' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env).returncode == 0

@@ -1,0 +1,190 @@
+"""pipeline.tracking against a real ``mlflow server``, checked through its REST API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+
+import mlp
+from pipeline import tracking
+
+_ENV_KEYS = ("MLFLOW_TRACKING_URI", *tracking._HTTP_DEFAULTS)
+MLFLOW = Path(sys.executable).with_name("mlflow")
+CONFIG = {
+    "seed": 0,
+    "model": {"layer_sizes": [8, 6, 3]},
+    "optimizer": {"name": "sgd", "learning_rate": 0.1},
+    "train": {"epochs": 2, "batch_size": 32},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 10) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real tracking server on a free local port with its own SQLite file and artifacts."""
+    if not MLFLOW.exists():
+        pytest.skip(f"no mlflow executable beside {sys.executable}")
+    base = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    # No background job runner (its huey consumers are a handful more processes to start).
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    log = (base / "server.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}",
+            "--artifacts-destination", str(base / "artifacts"),
+        ],
+        cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"mlflow server exited with {process.returncode}:\n{_tail(base)}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server not up after 60 s:\n{_tail(base)}")
+            time.sleep(0.25)
+        yield {"url": url, "artifacts": base / "artifacts"}
+    finally:
+        _stop(process)
+        log.close()
+
+
+def _tail(base: Path) -> str:
+    return (base / "server.log").read_text(errors="replace")[-3000:]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Terminate the server's whole process group (it starts a uvicorn worker), then kill it."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the group
+    process.wait(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def clean_mlflow_state():
+    saved = {key: os.environ.pop(key, None) for key in _ENV_KEYS}
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    for key, value in saved.items():
+        os.environ.pop(key, None)
+        if value is not None:
+            os.environ[key] = value
+
+
+def _experiment_id(url: str, name: str) -> str:
+    query = urllib.parse.urlencode({"experiment_name": name})
+    return _get(f"{url}/api/2.0/mlflow/experiments/get-by-name?{query}")["experiment"][
+        "experiment_id"
+    ]
+
+
+def test_server_is_reachable(server):
+    tracking.check_tracking_server(server["url"], timeout=2)
+
+
+def test_training_run_logged_to_the_server(server, monkeypatch):
+    url = server["url"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)  # as a user points the pipeline at a server
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 8)), rng.integers(0, 3, size=200)
+    with tracking.start_run(
+        CONFIG, stage="train", experiment="server-test", data_digests={"train_images": "f" * 64}
+    ) as run:
+        mlp.MLP([8, 6, 3], seed=0).fit(
+            X, y, epochs=2, batch_size=32, optimizer=mlp.SGD(0.1), validation=(X[:50], y[:50]),
+            callbacks=[tracking.MlflowCallback()],
+        )  # fmt: skip
+    run_id = run.info.run_id
+
+    experiment_id = _experiment_id(url, "server-test")
+    found = _post(
+        f"{url}/api/2.0/mlflow/runs/search",
+        {"experiment_ids": [experiment_id], "filter": "tags.stage = 'train'"},
+    )["runs"]
+    assert [r["info"]["run_id"] for r in found] == [run_id]
+    info, data = found[0]["info"], found[0]["data"]
+    assert info["status"] == "FINISHED"
+    params = {p["key"]: p["value"] for p in data["params"]}
+    assert params["model.layer_sizes"] == "[8, 6, 3]"
+    assert params["optimizer.learning_rate"] == "0.1"
+    tags = {t["key"]: t["value"] for t in data["tags"]}
+    assert tags["data.sha256.train_images"] == "f" * 64
+    assert tags["git.commit"]
+
+    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
+        query = urllib.parse.urlencode({"run_id": run_id, "metric_key": name})
+        history = _get(f"{url}/api/2.0/mlflow/metrics/get-history?{query}")["metrics"]
+        assert sorted(m["step"] for m in history) == [1, 2], name
+
+    query = urllib.parse.urlencode({"run_id": run_id})
+    files = _get(f"{url}/api/2.0/mlflow/artifacts/list?{query}").get("files", [])
+    assert [f["path"] for f in files] == ["config.yaml"]
+    # Proxied artifacts: the server wrote them under its --artifacts-destination.
+    stored = list(server["artifacts"].rglob("config.yaml"))
+    assert len(stored) == 1 and run_id in stored[0].parts
+    assert yaml.safe_load(stored[0].read_text()) == CONFIG
+
+
+def test_failed_run_on_the_server(server):
+    url = server["url"]
+    with pytest.raises(mlp.DivergenceError):
+        with tracking.start_run(CONFIG, stage="train", experiment="server-test", uri=url) as run:
+            raise mlp.DivergenceError(epoch=1, step=3, steps_per_epoch=7, loss=float("inf"))
+    got = _get(
+        f"{url}/api/2.0/mlflow/runs/get?{urllib.parse.urlencode({'run_id': run.info.run_id})}"
+    )
+    assert got["run"]["info"]["status"] == "FAILED"
+    tags = {t["key"]: t["value"] for t in got["run"]["data"]["tags"]}
+    assert (tags["diverged_epoch"], tags["diverged_step"]) == ("1", "3")
