@@ -41,6 +41,11 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     """``C[i, j]`` = number of examples of true class ``i`` predicted as ``j``; int64."""
     y_true = _labels(y_true)
     y_pred = np.asarray(y_pred)
+    for name, labels in (("y_true", y_true), ("y_pred", y_pred)):
+        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+            raise ValueError(
+                f"{name} has labels in [{labels.min()}, {labels.max()}], outside [0, {n_classes})"
+            )
     return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(
         n_classes, n_classes
     )

@@ -45,11 +45,15 @@ class DivergenceError(FloatingPointError):
 
     def __init__(self, epoch: int, step: int, steps_per_epoch: int, loss: float):
         self.epoch, self.step, self.steps_per_epoch, self.loss = epoch, step, steps_per_epoch, loss
-        super().__init__(
+        FloatingPointError.__init__(
+            self,
             f"training diverged: the loss became {loss} at epoch {epoch}, step {step} of "
             f"{steps_per_epoch}; the weights are no longer usable. Try a smaller learning rate, "
-            "another initialisation, or inputs scaled to a small range."
+            "another initialisation, or inputs scaled to a small range.",
         )
+
+    def __reduce__(self):  # picklable, so it can cross process boundaries (parallel sweeps)
+        return (type(self), (self.epoch, self.step, self.steps_per_epoch, self.loss))
 
 
 class MLP:
@@ -164,11 +168,12 @@ class MLP:
             raise ValueError(f"{name} contains {bad} NaN or infinite values; clean the inputs")
         return X
 
-    def _check_y(self, y: Any, n: int, name: str = "y") -> np.ndarray:
+    def _check_y(self, y: Any, n: int, name: str = "y", x_name: str = "X") -> np.ndarray:
         y = np.asarray(y)
         n_out = self.layer_sizes[-1]
         if y.shape[:1] != (n,):
-            raise ValueError(f"{name} has {y.shape[0] if y.ndim else 0} rows but X has {n}")
+            rows = y.shape[0] if y.ndim else 0
+            raise ValueError(f"{name} has {rows} rows but {x_name} has {n}")
         if y.ndim == 1:
             if not np.issubdtype(y.dtype, np.integer):
                 if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
@@ -293,7 +298,7 @@ class MLP:
         y = self._check_y(y, X.shape[0])
         if validation is not None:
             X_val = self._check_X(validation[0], "X_val")
-            y_val = self._check_y(validation[1], X_val.shape[0], "y_val")
+            y_val = self._check_y(validation[1], X_val.shape[0], "y_val", "X_val")
         optimizer = optimizer if optimizer is not None else SGD(0.01)
 
         n, n_out = X.shape[0], self.layer_sizes[-1]
@@ -347,67 +352,82 @@ class MLP:
         for cb in callbacks:
             cb.on_train_begin(self, info)
 
-        for epoch in range(1, epochs + 1):
-            for cb in callbacks:
-                cb.on_epoch_begin(epoch)
-            start = time.perf_counter()
-            if shuffle:
-                order = self.rng.permutation(n)
-                # mode="clip" skips the bounds-checked copy NumPy makes for out=; `order` is a
-                # permutation of range(n), so every index is valid.
-                np.take(classes, order, out=true_label, mode="clip")
-            if fused_ce:
-                # Flat index of each example's true class inside its batch's output block.
-                true_flat = (np.arange(n) % batch_size) * n_out + true_label
-            loss_sum = 0.0
-            for step in range(steps):
-                lo = step * batch_size
-                hi = lo + batch_size
+        # Overflow is detected through the loss (DivergenceError), not as warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for epoch in range(1, epochs + 1):
+                for cb in callbacks:
+                    cb.on_epoch_begin(epoch)
+                start = time.perf_counter()
                 if shuffle:
-                    idx = order[lo:hi]
-                    m = idx.shape[0]
-                    Xb = np.take(X, idx, axis=0, out=X_batch[:m], mode="clip")
-                    Tb = np.take(targets, idx, axis=0, out=T_batch[:m], mode="clip")
-                else:
-                    Xb, Tb = X[lo:hi], targets[lo:hi]
-                full = hi <= n
-                outputs = self._forward(Xb, act_buffers if full else last_act_buffers)
-                out = outputs[-1]
+                    order = self.rng.permutation(n)
+                    # mode="clip" skips the bounds-checked copy NumPy makes for out=; `order` is a
+                    # permutation of range(n), so every index is valid.
+                    np.take(classes, order, out=true_label, mode="clip")
                 if fused_ce:
-                    batch_p = np.take(out, true_flat[lo:hi], out=p_true[lo:hi], mode="clip")
-                    batch_loss = np.add.reduce(batch_p)  # finite exactly when every row of out is
-                    if not math.isfinite(batch_loss):
-                        raise DivergenceError(epoch, step + 1, steps, float("nan"))
-                else:
-                    batch_loss = loss.sum(out, Tb)
-                    if not math.isfinite(batch_loss):
-                        raise DivergenceError(epoch, step + 1, steps, batch_loss)
-                    loss_sum += batch_loss
-                if n_out > 1:
-                    np.argmax(out, axis=1, out=predicted[lo:hi])
-                else:
-                    np.greater(out[:, 0], 0.5, out=predicted[lo:hi], casting="unsafe")
-                delta = loss.output_delta(out, Tb, out_act)
-                self._backward(outputs, delta, dW, db, err_buffers if full else last_err_buffers)
-                optimizer.step(params, grads)
-                for cb in batch_callbacks:
-                    cb.on_batch_end(epoch, step + 1, float(batch_loss) / Xb.shape[0])
-            if fused_ce:
-                loss_sum = float(-np.log(np.clip(p_true, eps, 1 - eps), dtype=np.float64).sum())
-            accuracy = np.count_nonzero(predicted == _true_classes(true_label)) / n
-            seconds = time.perf_counter() - start
-            logs = {"epoch": epoch, "loss": loss_sum / n, "accuracy": accuracy, "seconds": seconds}
-            if validation is not None:
-                val_out = self._forward(X_val)[-1]
-                logs["val_loss"] = loss.value(val_out, y_val)
-                val_pred = _predicted_classes(val_out)
-                logs["val_accuracy"] = float(np.mean(val_pred == _true_classes(y_val)))
-            for key, value in logs.items():
-                history[key].append(value)
-            for cb in callbacks:
-                cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
+                    # Flat index of each example's true class inside its batch's output block.
+                    true_flat = (np.arange(n) % batch_size) * n_out + true_label
+                loss_sum = 0.0
+                for step in range(steps):
+                    lo = step * batch_size
+                    hi = lo + batch_size
+                    if shuffle:
+                        idx = order[lo:hi]
+                        m = idx.shape[0]
+                        Xb = np.take(X, idx, axis=0, out=X_batch[:m], mode="clip")
+                        Tb = np.take(targets, idx, axis=0, out=T_batch[:m], mode="clip")
+                    else:
+                        Xb, Tb = X[lo:hi], targets[lo:hi]
+                    full = hi <= n
+                    outputs = self._forward(Xb, act_buffers if full else last_act_buffers)
+                    out = outputs[-1]
+                    if fused_ce:
+                        batch_p = np.take(out, true_flat[lo:hi], out=p_true[lo:hi], mode="clip")
+                        batch_loss = np.add.reduce(
+                            batch_p
+                        )  # finite exactly when every row of out is
+                        if not math.isfinite(batch_loss):
+                            raise DivergenceError(epoch, step + 1, steps, float("nan"))
+                    else:
+                        batch_loss = loss.sum(out, Tb)
+                        if not math.isfinite(batch_loss):
+                            raise DivergenceError(epoch, step + 1, steps, batch_loss)
+                        loss_sum += batch_loss
+                    if n_out > 1:
+                        np.argmax(out, axis=1, out=predicted[lo:hi])
+                    else:
+                        np.greater(out[:, 0], 0.5, out=predicted[lo:hi], casting="unsafe")
+                    delta = loss.output_delta(out, Tb, out_act)
+                    self._backward(
+                        outputs, delta, dW, db, err_buffers if full else last_err_buffers
+                    )
+                    optimizer.step(params, grads)
+                    if batch_callbacks:
+                        if fused_ce:
+                            batch_loss = -np.log(np.clip(batch_p, eps, 1 - eps)).sum()
+                        mean_loss = float(batch_loss) / Xb.shape[0]
+                        for cb in batch_callbacks:
+                            cb.on_batch_end(epoch, step + 1, mean_loss)
+                if fused_ce:
+                    loss_sum = float(-np.log(np.clip(p_true, eps, 1 - eps), dtype=np.float64).sum())
+                accuracy = np.count_nonzero(predicted == _true_classes(true_label)) / n
+                seconds = time.perf_counter() - start
+                logs = {
+                    "epoch": epoch,
+                    "loss": loss_sum / n,
+                    "accuracy": accuracy,
+                    "seconds": seconds,
+                }
+                if validation is not None:
+                    val_out = self._forward(X_val)[-1]
+                    logs["val_loss"] = loss.value(val_out, y_val)
+                    val_pred = _predicted_classes(val_out)
+                    logs["val_accuracy"] = float(np.mean(val_pred == _true_classes(y_val)))
+                for key, value in logs.items():
+                    history[key].append(value)
+                for cb in callbacks:
+                    cb.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
         for cb in callbacks:
             cb.on_train_end(history)
         return history
@@ -426,6 +446,9 @@ class MLP:
         try:
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, **arrays)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a model is an ordinary file
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -440,6 +463,12 @@ class MLP:
                 raise ValueError(f"{path} is not a saved MLP: it has no 'config' entry")
             meta = json.loads(str(data["config"]))
             meta.pop("format_version", None)
+            known = {"layer_sizes", "activations", "loss", "init", "seed", "dtype"}
+            unknown = sorted(set(meta) - known)
+            if unknown:
+                raise ValueError(
+                    f"{path}: its config has keys this version does not know: {unknown}"
+                )
             net = cls(**meta)
             for i in range(len(net.weights)):
                 for name, target in ((f"W{i}", net.weights[i]), (f"b{i}", net.biases[i])):

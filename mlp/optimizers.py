@@ -20,6 +20,13 @@ def _check_positive(name: str, value: float) -> float:
     return value
 
 
+def _check_non_negative(name: str, value: float) -> float:
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
 def _check_fraction(name: str, value: float, *, allow_zero: bool) -> float:
     value = float(value)
     low_ok = value >= 0 if allow_zero else value > 0
@@ -68,9 +75,7 @@ class SGD(Optimizer):
         if nesterov and not self.momentum:
             raise ValueError("nesterov=True needs momentum > 0")
         self.nesterov = bool(nesterov)
-        self.weight_decay = float(weight_decay)
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        self.weight_decay = _check_non_negative("weight_decay", weight_decay)
         self._velocities: list[np.ndarray] | None = None
 
     def config(self) -> dict:
@@ -124,9 +129,7 @@ class Adam(Optimizer):
         self.beta1 = _check_fraction("beta1", beta1, allow_zero=True)
         self.beta2 = _check_fraction("beta2", beta2, allow_zero=True)
         self.epsilon = _check_positive("epsilon", epsilon)
-        self.weight_decay = float(weight_decay)
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        self.weight_decay = _check_non_negative("weight_decay", weight_decay)
         self.t = 0
         self._m: list[np.ndarray] | None = None
         self._v: list[np.ndarray] | None = None

@@ -1,0 +1,108 @@
+"""The Hydra config tree, its schema, and params.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from pipeline.config import ConfigError, compose, load_params, to_dict, validate
+from pipeline.params import write_params
+from pipeline.training import build_model, build_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_params_yaml_is_the_composed_defaults(tmp_path):
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert committed == OmegaConf.to_container(compose(), resolve=True)
+    # and byte for byte what DVC's Hydra integration writes
+    fresh = write_params(tmp_path / "params.yaml")
+    assert fresh.read_text() == (ROOT / "params.yaml").read_text()
+
+
+def test_defaults_are_the_reference_configuration():
+    cfg = validate(compose())
+    assert cfg.model.hidden_sizes == [32, 16]
+    assert cfg.model.hidden_activation == "tanh"
+    assert (cfg.model.output_activation, cfg.model.loss) == ("softmax", "cross_entropy")
+    assert (cfg.optimizer.name, cfg.optimizer.learning_rate) == ("sgd", 0.1)
+    assert (cfg.train.epochs, cfg.train.batch_size) == (5, 32)
+    net = build_model(cfg)
+    assert net.layer_sizes == [784, 32, 16, 10]
+    assert net.activations == ["tanh", "tanh", "softmax"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name", "extra"),
+    [
+        (["optimizer=momentum"], "sgd", {"momentum": 0.9}),
+        (["optimizer=adam"], "adam", {"beta1": 0.9}),
+        (["optimizer=sgd"], "sgd", {"momentum": 0.0}),
+    ],
+)
+def test_optimizer_group_builds_the_optimizer(overrides, name, extra):
+    opt = build_optimizer(validate(compose(overrides)))
+    config = opt.config()
+    assert config["name"] == name
+    for key, value in extra.items():
+        assert config[key] == value
+
+
+def test_overrides_reach_the_model():
+    cfg = validate(
+        compose(["model.hidden_sizes=[64,32,16]", "model.hidden_activation=relu", "seed=3"])
+    )
+    net = build_model(cfg)
+    assert net.layer_sizes == [784, 64, 32, 16, 10]
+    assert net.activations == ["relu", "relu", "relu", "softmax"]
+    assert net.seed == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.learning_rate=-0.1", r"optimizer\.learning_rate = -0\.1: must be .*> 0"),
+        ("optimizer.learning_rate=0", r"optimizer\.learning_rate = 0\.0"),
+        ("model.hidden_sizes=[]", r"model\.hidden_sizes = \[\]: needs at least one"),
+        ("model.hidden_sizes=[32,0]", r"model\.hidden_sizes .*every size must be >= 1"),
+        ("model.hidden_activation=swish", r"model\.hidden_activation = 'swish': must be one of"),
+        ("model.hidden_activation=softmax", r"model\.hidden_activation = 'softmax'"),
+        ("model.loss=hinge", r"model\.loss = 'hinge': must be one of"),
+        ("model.init=zeros", r"model\.init = 'zeros': must be one of"),
+        ("model.output_activation=sigmoid", r"cross_entropy needs 'softmax'"),
+        ("train.epochs=0", r"train\.epochs = 0: must be an integer >= 1"),
+        ("train.epochs=abc", r"train\.epochs: .*'abc'.*Integer"),
+        ("train.batch_size=0", r"train\.batch_size = 0"),
+        ("train.dtype=float16", r"train\.dtype = 'float16': must be one of"),
+        ("optimizer.momentum=1.5", r"optimizer\.momentum = 1\.5: must be in \[0, 1\)"),
+        ("data.validation_size=60000", r"data\.validation_size = 60000"),
+        ("data.train_limit=0", r"data\.train_limit = 0"),
+        ("seed=-1", r"seed = -1"),
+        ("+train.epoch=3", r"train\.epoch: Key 'epoch' not in"),
+    ],
+)
+def test_invalid_values_are_rejected_naming_key_value_and_rule(override, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose([override]))
+
+
+def test_load_params_validates_the_file(tmp_path):
+    bad = to_dict(validate(compose()))
+    bad["train"]["epochs"] = -2
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match=r"train\.epochs = -2"):
+        load_params(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_every_stage_param_exists_in_params_yaml():
+    params = OmegaConf.load(ROOT / "params.yaml")
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        for key in stage.get("params", []):
+            assert OmegaConf.select(params, key, default="<missing>") != "<missing>", (name, key)
