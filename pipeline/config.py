@@ -80,6 +80,12 @@ class TrainConfig:
 
 
 @dataclass
+class BaselineConfig:
+    same_batches: bool = True
+    device: str = "cpu"
+
+
+@dataclass
 class TrackingConfig:
     uri: str | None = None
     experiment: str = "mnist-mlp"
@@ -92,6 +98,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -172,6 +179,9 @@ def _check_values(cfg: Config) -> None:
         _fail("train.dtype", t.dtype, f"must be one of {DTYPES}")
     if t.blas_threads is not None and t.blas_threads < 1:
         _fail("train.blas_threads", t.blas_threads, "must be null (library default) or >= 1")
+
+    if cfg.baseline.device not in ("cpu", "gpu"):
+        _fail("baseline.device", cfg.baseline.device, "must be one of ('cpu', 'gpu')")
 
 
 def validate(raw: dict | DictConfig) -> Config:
