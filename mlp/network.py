@@ -115,9 +115,13 @@ class MLP:
         self.loss_name = loss
         initializer = _initializers.get(init)
         self.init = init
-        if dtype not in _DTYPES:
+        try:
+            dtype_name = np.dtype(dtype).name
+        except TypeError:
+            dtype_name = None
+        if dtype_name not in _DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-        self.dtype = np.dtype(_DTYPES[dtype])
+        self.dtype = np.dtype(_DTYPES[dtype_name])
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.weights: list[np.ndarray] = []
@@ -462,7 +466,12 @@ class MLP:
             if "config" not in data.files:
                 raise ValueError(f"{path} is not a saved MLP: it has no 'config' entry")
             meta = json.loads(str(data["config"]))
-            meta.pop("format_version", None)
+            version = meta.pop("format_version", None)
+            if version != _FORMAT_VERSION:
+                raise ValueError(
+                    f"{path} has format version {version!r}; this version of mlp reads "
+                    f"{_FORMAT_VERSION}"
+                )
             known = {"layer_sizes", "activations", "loss", "init", "seed", "dtype"}
             unknown = sorted(set(meta) - known)
             if unknown:
