@@ -97,7 +97,7 @@ def track(cfg, result: dict[str, float], files: list[Path], train_reports: Path)
             run_id = recorded["run_id"]
     if run_id is not None:
         tracking.mlflow.set_tracking_uri(uri)
-        client = tracking.MlflowClient(uri)
+        client = tracking.store_client(uri)
         tracking.with_retry(client.log_batch, run_id, metrics=_metric_list(result))
         tracking.with_retry(client.set_tag, run_id, "evaluated", "true")
         for path in files:

@@ -304,6 +304,27 @@ def _config_yaml(config: dict[str, Any]) -> str:
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
 
 
+def store_client(uri: str) -> MlflowClient:
+    """A client for ``uri``; a new SQLite store is created under a file lock first.
+
+    MLflow creates its tables when a client first opens an empty SQLite file; several processes
+    doing that at once (a parallel sweep, concurrent stages) collide. The lock file
+    ``<db>.lock`` beside the database makes the first one create them while the others wait.
+    """
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///") :].partition("?")[0])
+        if path.name and path.name != ":memory:":
+            import fcntl
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path.with_name(path.name + ".lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                client = MlflowClient(uri)
+                with_retry(client.search_experiments, max_results=1)
+                return client
+    return MlflowClient(uri)
+
+
 def _experiment_id(client: MlflowClient, name: str, uri: str) -> str:
     """The id of experiment ``name``, created (with our artifact location) if missing."""
     experiment = with_retry(client.get_experiment_by_name, name)
@@ -401,7 +422,7 @@ def start_run(
     resolved = resolve_tracking_uri(uri)
     check_tracking_server(resolved)
     _set_tracking_uri(resolved)
-    client = MlflowClient(resolved)
+    client = store_client(resolved)
     experiment_id = _experiment_id(client, experiment, resolved)
     plain = _plain(config)
     all_tags = run_tags(project_root(), data_digests, stage)

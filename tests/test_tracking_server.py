@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -23,19 +16,12 @@ import mlp
 from pipeline import tracking
 
 _ENV_KEYS = ("MLFLOW_TRACKING_URI", *tracking._HTTP_DEFAULTS)
-MLFLOW = Path(sys.executable).with_name("mlflow")
 CONFIG = {
     "seed": 0,
     "model": {"layer_sizes": [8, 6, 3]},
     "optimizer": {"name": "sgd", "learning_rate": 0.1},
     "train": {"epochs": 2, "batch_size": 32},
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 10) -> dict:
@@ -49,65 +35,6 @@ def _post(url: str, body: dict) -> dict:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real tracking server on a free local port with its own SQLite file and artifacts."""
-    if not MLFLOW.exists():
-        pytest.skip(f"no mlflow executable beside {sys.executable}")
-    base = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    # No background job runner (its huey consumers are a handful more processes to start).
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    log = (base / "server.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(MLFLOW), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}",
-            "--artifacts-destination", str(base / "artifacts"),
-        ],
-        cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited with {process.returncode}:\n{_tail(base)}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not up after 60 s:\n{_tail(base)}")
-            time.sleep(0.25)
-        yield {"url": url, "artifacts": base / "artifacts"}
-    finally:
-        _stop(process)
-        log.close()
-
-
-def _tail(base: Path) -> str:
-    return (base / "server.log").read_text(errors="replace")[-3000:]
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Terminate the server's whole process group (it starts a uvicorn worker), then kill it."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the group
-    process.wait(timeout=5)
 
 
 @pytest.fixture(autouse=True)

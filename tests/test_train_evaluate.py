@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -13,28 +12,15 @@ from mlp import MLP, DivergenceError
 from pipeline import evaluate, train
 from pipeline.config import compose, validate
 
+from conftest import write_split
+
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """A working directory with a small preprocessed split (three separable blobs)."""
+    """A working directory with a small preprocessed split (separable classes)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    rng = np.random.default_rng(0)
-
-    def split(n):
-        y = rng.integers(0, 10, n)
-        X = rng.random((n, 784), dtype=np.float32) * 0.2
-        X[np.arange(n), y * 70] += 0.8  # one bright pixel per class
-        return X, y.astype(np.uint8)
-
-    arrays = {}
-    for name, n in (("train", 400), ("val", 100), ("test", 200)):
-        arrays[f"X_{name}"], arrays[f"y_{name}"] = split(n)
-    (tmp_path / "data/processed").mkdir(parents=True)
-    np.savez(tmp_path / "data/processed/mnist.npz", **arrays)
-    (tmp_path / "data/processed/summary.json").write_text(
-        json.dumps({"sha256": {"train-images-idx3-ubyte": "ab" * 32}})
-    )
+    write_split(tmp_path / "data/processed")
     return tmp_path
 
 

@@ -1,0 +1,162 @@
+"""Faults, interruption, concurrency and reproducibility of the train stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from pipeline import tracking, train
+from pipeline.config import compose, to_dict, validate
+
+from conftest import free_port, write_split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_params(folder: Path, *overrides: str) -> Path:
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(to_dict(validate(compose(list(overrides))))))
+    return path
+
+
+def stage_env(uri: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = uri
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def train_command(folder: Path, name: str = "") -> list[str]:
+    return [
+        sys.executable, "-m", "pipeline.train",
+        "--params", str(folder / "params.yaml"),
+        "--data", str(folder / "data/mnist.npz"),
+        "--model", str(folder / f"models{name}/model.npz"),
+        "--reports", str(folder / f"reports{name}"),
+    ]  # fmt: skip
+
+
+def runs_of(uri: str) -> list:
+    client = tracking.store_client(uri)
+    experiment = client.get_experiment_by_name("mnist-mlp")
+    return [] if experiment is None else client.search_runs([experiment.experiment_id])
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM)]
+)
+def test_interrupted_training_is_killed_in_mlflow_and_leaves_no_outputs(tmp_path, sig, code):
+    write_split(tmp_path / "data", n_train=5000)
+    write_params(tmp_path, "train.epochs=500", "train.batch_size=8")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    process = subprocess.Popen(
+        train_command(tmp_path), env=stage_env(uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(  # wait until training has really started: an epoch is logged
+            r.data.metrics.get("train_loss") is not None for r in runs_of(uri)
+        ):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.2)
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == code, stderr
+    (run,) = runs_of(uri)
+    assert run.info.status == "KILLED"
+    assert not (tmp_path / "models/model.npz").exists()
+    assert not (tmp_path / "reports/metrics.json").exists()
+    assert not (tmp_path / "reports/history.csv").exists()
+
+
+def test_unreachable_tracking_server_fails_fast_before_training(tmp_path):
+    write_split(tmp_path / "data")
+    write_params(tmp_path)
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = subprocess.run(
+        train_command(tmp_path), env=stage_env(uri), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "not reachable" in result.stderr and uri in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "models/model.npz").exists()
+
+
+def test_same_seed_and_config_give_bit_identical_models_and_metrics(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = write_split(tmp_path / "data")
+    cfg = validate(compose([f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "train.epochs=2"]))
+    results = []
+    for name in ("a", "b"):
+        result = train.run(cfg, data_path=data, model_path=tmp_path / name / "model.npz",
+                           reports=tmp_path / name)  # fmt: skip
+        result.pop("train_seconds")
+        results.append(result)
+    assert results[0] == results[1]
+    assert (tmp_path / "a/model.npz").read_bytes() == (tmp_path / "b/model.npz").read_bytes()
+    history = [(tmp_path / n / "history.csv").read_text().splitlines() for n in ("a", "b")]
+    strip_seconds = [[line.rsplit(",", 1)[0] for line in h] for h in history]
+    assert strip_seconds[0] == strip_seconds[1]
+
+
+def _train_concurrently(tmp_path: Path, uri: str, n: int = 8) -> None:
+    write_split(tmp_path / "data")
+    write_params(tmp_path, "train.epochs=2")
+    processes = [
+        subprocess.Popen(
+            train_command(tmp_path, str(i)),
+            env=stage_env(uri),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
+    failures = []
+    for i, process in enumerate(processes):
+        _, stderr = process.communicate(timeout=600)
+        if process.returncode:
+            failures.append((i, stderr[-2000:]))
+    assert not failures
+
+
+def _check_concurrent_runs(uri: str, tmp_path: Path, n: int = 8) -> None:
+    runs = runs_of(uri)
+    assert len(runs) == n
+    client = MlflowClient(uri)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        for metric in ("train_loss", "val_accuracy", "epoch_seconds"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2]
+        assert "train_seconds" in run.data.metrics
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == [
+            "model/model.npz"
+        ]
+    recorded = {json.loads((tmp_path / f"reports{i}/run.json").read_text())["run_id"]
+                for i in range(n)}  # fmt: skip
+    assert recorded == {run.info.run_id for run in runs}
+
+
+@pytest.mark.slow
+def test_eight_concurrent_trainings_into_one_sqlite_store_lose_nothing(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _train_concurrently(tmp_path, uri)
+    _check_concurrent_runs(uri, tmp_path)
+
+
+@pytest.mark.slow
+def test_eight_concurrent_trainings_against_a_tracking_server_lose_nothing(tmp_path, server):
+    _train_concurrently(tmp_path, server["url"])
+    _check_concurrent_runs(server["url"], tmp_path)
