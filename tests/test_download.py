@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers_idx import decompressed_sha256, fake_images, write_fake_mnist
 
 from pipeline.download import DownloadError, candidate_sources, download_all, download_file, main
 from pipeline.idx import write_idx
+
+from helpers_idx import decompressed_sha256, fake_images, write_fake_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = {"timeout": 0.3, "retries": 2, "backoff": 0.01}

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_idx import fake_images, fake_labels
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.idx import IDXError, read_idx, read_images, read_labels, write_idx
+
+from helpers_idx import fake_images, fake_labels
 
 
 def idx_bytes(array: np.ndarray, code: int | None = None) -> bytes:

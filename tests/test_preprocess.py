@@ -7,13 +7,6 @@ import json
 import numpy as np
 import pytest
 import yaml
-from helpers_idx import (
-    MNIST_FILENAMES,
-    fake_images,
-    fake_labels,
-    image_indices,
-    write_fake_mnist,
-)
 
 import pipeline.preprocess as pre
 from pipeline.idx import IDXError, write_idx
@@ -22,6 +15,14 @@ from pipeline.preprocess import (
     preprocess,
     stratified_split,
     validation_counts,
+)
+
+from helpers_idx import (
+    MNIST_FILENAMES,
+    fake_images,
+    fake_labels,
+    image_indices,
+    write_fake_mnist,
 )
 
 N_TRAIN, N_TEST = 50, 20
