@@ -1,0 +1,168 @@
+"""The baseline stage on a tiny synthetic split, tracked in a temporary MLflow store."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from pipeline import baseline, keras_model, train, training
+from pipeline.config import compose, to_dict, validate
+from pipeline.training import TEST_METRICS, load_dataset, train_model
+
+keras_model.import_tensorflow("cpu")
+
+OUTPUTS = (
+    "models/baseline.keras",
+    "reports/baseline/metrics.json",
+    "reports/baseline/history.csv",
+    "reports/baseline/info.json",
+    "reports/baseline/learning_curves.png",
+)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A working directory with a small preprocessed split (one bright pixel per class)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = rng.integers(0, 10, n)
+        X = rng.random((n, 784), dtype=np.float32) * 0.2
+        X[np.arange(n), y * 70] += 0.8
+        return X, y.astype(np.uint8)
+
+    arrays = {}
+    for name, n in (("train", 400), ("val", 100), ("test", 200)):
+        arrays[f"X_{name}"], arrays[f"y_{name}"] = split(n)
+    (tmp_path / "data/processed").mkdir(parents=True)
+    np.savez(tmp_path / "data/processed/mnist.npz", **arrays)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One MLflow store for the module (creating one takes seconds); one experiment per test."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def config(project, store, request):
+    def make(*overrides):
+        experiment = f"tracking.experiment={request.node.name}"
+        return validate(
+            compose([f"tracking.uri={store}", experiment, "train.epochs=3", *overrides])
+        )
+
+    return make
+
+
+def only_run(cfg):
+    client = MlflowClient(cfg.tracking.uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    (recorded,) = client.search_runs([experiment.experiment_id])
+    return client, recorded
+
+
+def write_params(project, cfg):
+    path = project / "params.yaml"
+    OmegaConf.save(OmegaConf.create(to_dict(cfg)), path)
+    return path
+
+
+def test_baseline_writes_what_train_writes_and_one_mlflow_run(project, config):
+    cfg = config("train.batch_size=16")
+    result = baseline.run(cfg, data_path=project / "data/processed/mnist.npz")
+
+    # The metric names of reports/metrics.json, the columns of reports/train/history.csv.
+    written = json.loads((project / "reports/baseline/metrics.json").read_text())
+    assert written == result
+    assert set(written) == {*TEST_METRICS, "train_seconds"}
+    assert written["train_seconds"] > 0
+    with open(project / "reports/baseline/history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    columns = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds"]
+    assert list(rows[0]) == columns
+    info = json.loads((project / "reports/baseline/info.json").read_text())
+    assert info["same_batches"] is True
+    assert info["processing_unit"].startswith("CPU, ")
+    assert (info["epochs"], info["batch_size"], info["learning_rate"]) == (3, 16, 0.1)
+
+    # The same computation as the NumPy model: same start, same batches, same metrics.
+    data = load_dataset(project / "data/processed/mnist.npz")
+    net, history = train_model(cfg, data)
+    ours = training.test_metrics(data.y_test, net.forward(data.X_test))
+    for name in TEST_METRICS:
+        assert written[name] == pytest.approx(ours[name], abs=1e-5), name
+    np.testing.assert_allclose([float(r["train_loss"]) for r in rows], history["loss"], rtol=1e-5)
+
+    # The saved model is the trained one.
+    model = keras_model.load_keras_model(project / "models/baseline.keras")
+    probs = keras_model.predict_proba(model, data.X_test, "float32")
+    assert training.test_metrics(data.y_test, probs) == pytest.approx(
+        {k: v for k, v in written.items() if k != "train_seconds"}
+    )
+
+    client, recorded = only_run(cfg)
+    assert recorded.info.run_id == info["mlflow_run_id"]
+    assert recorded.info.status == "FINISHED"
+    assert recorded.data.tags["stage"] == "baseline"
+    assert recorded.data.tags["library"] == "tensorflow"
+    assert recorded.data.params["train.batch_size"] == "16"
+    for name in (*TEST_METRICS, "train_seconds", "final_val_loss"):
+        assert name in recorded.data.metrics, name
+    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
+        assert len(client.get_metric_history(recorded.info.run_id, name)) == 3, name
+    artifacts = {a.path for a in client.list_artifacts(recorded.info.run_id, "reports")}
+    assert "reports/history.csv" in artifacts
+    assert [a.path for a in client.list_artifacts(recorded.info.run_id, "model")] == [
+        "model/baseline.keras"
+    ]
+
+
+def test_own_shuffle_when_same_batches_is_off(project, config):
+    cfg = config("baseline.same_batches=false", "train.epochs=1")
+    baseline.run(cfg, data_path=project / "data/processed/mnist.npz")
+    info = json.loads((project / "reports/baseline/info.json").read_text())
+    assert info["same_batches"] is False
+    assert "own shuffle" in info["batches"]
+
+
+def test_diverging_baseline_writes_nothing_and_is_marked_failed(project, config):
+    cfg = config("model.hidden_activation=linear", "optimizer.learning_rate=1e5")
+    (project / "models").mkdir()
+    (project / "models/baseline.keras").write_bytes(b"an older model")
+    with pytest.raises(keras_model.BaselineError, match="diverged"):
+        baseline.run(cfg, data_path=project / "data/processed/mnist.npz")
+    for path in OUTPUTS:
+        assert not (project / path).exists(), path
+    _, recorded = only_run(cfg)
+    assert recorded.info.status == "FAILED"
+
+
+def test_gpu_without_a_gpu_is_a_clear_error_before_any_run(project, config, capsys):
+    cfg = config("baseline.device=gpu")
+    assert baseline.main(["--params", str(write_params(project, cfg))]) == 1
+    err = capsys.readouterr().err
+    assert "sees no GPU" in err and "baseline.device=cpu" in err
+    assert "Traceback" not in err
+    client = MlflowClient(cfg.tracking.uri)
+    assert client.get_experiment_by_name(cfg.tracking.experiment) is None  # no run was started
+
+
+def test_missing_data_says_which_stage_to_run(project, config, capsys):
+    params = write_params(project, config())
+    assert baseline.main(["--params", str(params), "--data", str(project / "nope.npz")]) == 2
+    assert "dvc repro preprocess" in capsys.readouterr().err
+
+
+def test_run_name_is_the_training_run_name_prefixed(config):
+    cfg = config()
+    assert f"tensorflow {train.run_name(cfg)}" == "tensorflow reference 32-16 sgd lr=0.1"

@@ -1,0 +1,212 @@
+"""The compare stage: the table, its verdicts and ratios, the report files and the MLflow run."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from pipeline import compare
+from pipeline.config import compose, to_dict, validate
+
+OURS = {
+    "test_cross_entropy": 0.1333,
+    "test_macro_f1": 0.9585,
+    "test_micro_accuracy": 0.99196,
+    "test_micro_precision": 0.9657,
+    "test_micro_recall": 0.9535,
+    "test_top1_accuracy": 0.9589,
+    "train_seconds": 1.25,
+}
+
+
+def row(key="numpy", library="this NumPy MLP", unit="CPU, 2 cores", **changes):
+    metrics = {**OURS, **changes}
+    return compare.measured_row(
+        key, library, metrics, epochs=5, batch_size=32, learning_rate=0.1, unit=unit
+    )
+
+
+def test_reference_rows_are_the_reference_documents():
+    numpy_row, tf_row = compare.REFERENCE_ROWS
+    assert [numpy_row[k] for k in ("cross_entropy", "accuracy", "precision", "recall")] == [
+        0.166,
+        0.990,
+        0.950,
+        0.950,
+    ]
+    assert [tf_row[k] for k in ("cross_entropy", "accuracy", "precision", "recall")] == [
+        0.290,
+        0.984,
+        0.941,
+        0.895,
+    ]
+    assert numpy_row["train_seconds"] == pytest.approx(17.95 * 60)
+    assert tf_row["train_seconds"] == pytest.approx(6.64 * 60)
+    assert (numpy_row["processing_unit"], tf_row["processing_unit"]) == ("CPU", "GPU")
+    assert all(r["source"] == compare.AS_REPORTED for r in compare.REFERENCE_ROWS)
+    assert all(
+        (r["epochs"], r["batch_size"], r["learning_rate"]) == (5, 32, 0.1)
+        for r in compare.REFERENCE_ROWS
+    )
+
+
+def test_ratios_and_verdicts():
+    tf = row("tensorflow", "TensorFlow/Keras", train_seconds=5.0, test_cross_entropy=0.1334)
+    result = compare.build_comparison(row(), tf)
+    assert result["speedup_vs_tensorflow"] == pytest.approx(4.0)
+    assert result["speedup_vs_reference_numpy"] == pytest.approx(17.95 * 60 / 1.25)
+    assert result["speedup_vs_reference_tensorflow"] == pytest.approx(6.64 * 60 / 1.25)
+    assert result["numpy_faster_than_tensorflow"] is True
+    assert result["numpy_matches_or_beats_tensorflow"] is True
+    assert result["numpy_matches_or_beats_reference_numpy"] is True
+    assert result["numpy_matches_or_beats_reference_tensorflow"] is True
+    assert [r["key"] for r in result["table"]] == [
+        "reference_numpy",
+        "reference_tensorflow",
+        "numpy",
+        "tensorflow",
+    ]
+    against_tf = {
+        v["column"]: v["verdict"] for v in result["quality"] if v["against"] == "tensorflow"
+    }
+    assert set(against_tf) == {c for c, _, _ in compare.QUALITY}
+    assert against_tf["cross_entropy"] == "matches"  # 1e-4 apart: within half a third decimal
+    # The reference rows report four quality columns; only those are compared.
+    assert {v["column"] for v in result["quality"] if v["against"] == "reference_numpy"} == {
+        "cross_entropy",
+        "accuracy",
+        "precision",
+        "recall",
+    }
+
+
+def test_a_column_where_tensorflow_is_ahead_is_reported_as_such():
+    tf = row("tensorflow", "TensorFlow/Keras", test_micro_recall=0.96, test_cross_entropy=0.12)
+    result = compare.build_comparison(row(), tf)
+    assert result["numpy_matches_or_beats_tensorflow"] is False
+    behind = {v["column"] for v in result["quality"] if v["verdict"] == "behind"}
+    assert behind == {"recall", "cross_entropy"}  # lower cross-entropy is better
+    line = compare.quality_line(result)
+    assert line.startswith("TensorFlow/Keras is ahead of this NumPy MLP on")
+    assert "recall (0.9535 vs 0.9600)" in line
+
+
+def test_verdict_directions():
+    assert compare.verdict(0.97, 0.95, higher_is_better=True) == "beats"
+    assert compare.verdict(0.95, 0.97, higher_is_better=True) == "behind"
+    assert compare.verdict(0.13, 0.29, higher_is_better=False) == "beats"
+    assert compare.verdict(0.9501, 0.9500, higher_is_better=True) == "matches"
+
+
+def test_markdown_marks_reported_rows_and_the_best_values():
+    tf = row("tensorflow", "TensorFlow/Keras", train_seconds=5.0)
+    result = compare.build_comparison(row(), tf)
+    text = compare.markdown(result, {"configuration": "Configuration: 784-32-16-10."})
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines[0].split(" | ")[4:10] == [
+        "Cross-entropy",
+        "Accuracy",
+        "Precision",
+        "Recall",
+        "Top-1 accuracy",
+        "Macro F1",
+    ]
+    assert len(lines) == 5
+    assert lines[1].startswith("| their NumPy (as reported) | 5 | 32 | 0.1 | 0.166 | 0.990 |")
+    assert "| – | – | 17.95 min | CPU |" in lines[1]
+    assert lines[2].startswith("| TensorFlow (as reported) |")
+    assert lines[3].startswith("| this NumPy MLP (measured here) | 5 | 32 | 0.1 | **0.133** |")
+    assert "| **1.25 s** | CPU, 2 cores |" in lines[3]
+    assert "| 5.00 s | CPU, 2 cores |" in lines[4]
+    assert "**4.0x faster** than TensorFlow" in text
+    assert "862x faster than the reference's NumPy (17.95 min, CPU)" in text
+    assert "Configuration: 784-32-16-10." in text
+
+
+def test_format_seconds():
+    assert compare.format_seconds(1.2345) == "1.23 s"
+    assert compare.format_seconds(12.34) == "12.3 s"
+    assert compare.format_seconds(17.95 * 60) == "17.95 min"
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """Reports of the evaluate, train and baseline stages, as they write them."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    reports = tmp_path / "reports"
+    (reports / "train").mkdir(parents=True)
+    (reports / "baseline").mkdir()
+    (reports / "metrics.json").write_text(json.dumps(OURS))
+    (reports / "baseline/metrics.json").write_text(json.dumps({**OURS, "train_seconds": 5.0}))
+    (reports / "baseline/info.json").write_text(
+        json.dumps(
+            {
+                "processing_unit": "CPU, 2 cores",
+                "epochs": 3,
+                "batch_size": 32,
+                "learning_rate": 0.1,
+                "jit_compile": False,
+                "steps_per_execution": 32,
+                "batches": "the NumPy MLP's",
+                "tensorflow_version": "2.21.0",
+                "keras_version": "3.15.1",
+                "mlflow_run_id": "0123abcd",
+            }
+        )
+    )
+    header = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds"]
+    for folder, seconds in (("train", 0.4), ("baseline", 1.7)):
+        with open(reports / folder / "history.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            for epoch in (1, 2, 3):
+                writer.writerow([epoch, 1 / epoch, 0.8 + epoch / 100, 1.1 / epoch, 0.8, seconds])
+    return tmp_path
+
+
+def test_compare_stage_writes_the_report_and_one_mlflow_run(project):
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    cfg = validate(compose([f"tracking.uri={uri}", "train.epochs=3"]))
+    comparison, files = compare.compare(
+        cfg, project / "reports", project / "reports/train", project / "reports/baseline"
+    )
+    assert {f.name for f in files} == {"comparison.md", "comparison.json", "comparison.png"}
+    written = json.loads((project / "reports/comparison.json").read_text())
+    assert written == json.loads(json.dumps(comparison))
+    assert written["speedup_vs_tensorflow"] == pytest.approx(4.0)
+    assert written["table"][3]["mlflow_run_id"] == "0123abcd"
+    # What `dvc metrics show` shows: the top-level scalars, no strings.
+    scalars = {k for k, v in written.items() if not isinstance(v, list)}
+    assert all(isinstance(written[k], (int, float)) for k in scalars)
+    assert "speedup_vs_reference_numpy" in scalars
+    assert (project / "reports/comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (project / "reports/comparison.md").read_text()
+    assert "its first epoch" in text.lower() and "3 epochs" in text
+
+    run_id = compare.track(cfg, comparison, files)
+    client = MlflowClient(uri)
+    recorded = client.get_run(run_id)
+    assert recorded.info.status == "FINISHED"
+    assert recorded.data.tags["stage"] == "compare"
+    assert recorded.data.tags["tensorflow_mlflow_run_id"] == "0123abcd"
+    assert recorded.data.metrics["speedup_vs_tensorflow"] == pytest.approx(4.0)
+    assert recorded.data.metrics["numpy_matches_or_beats_tensorflow"] == 1.0
+    assert recorded.data.metrics["tensorflow_top1_accuracy"] == pytest.approx(0.9589)
+    artifacts = {a.path for a in client.list_artifacts(run_id, "comparison")}
+    assert artifacts == {f"comparison/{f.name}" for f in files}
+
+
+def test_missing_baseline_says_which_stage_to_run(project, capsys):
+    (project / "reports/baseline/metrics.json").unlink()
+    params = project / "params.yaml"
+    cfg = validate(compose([f"tracking.uri=sqlite:///{project / 'mlflow.db'}"]))
+    OmegaConf.save(OmegaConf.create(to_dict(cfg)), params)
+    assert compare.main(["--params", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert "dvc repro baseline" in err and "Traceback" not in err
+    assert not (project / "reports/comparison.json").exists()
