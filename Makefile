@@ -11,12 +11,13 @@ PYTEST_ARGS ?=
 # Stage commands in dvc.yaml say `python`: make it the project's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install run test test-fast bench ui lint format params clean
+.PHONY: help install run test test-fast sweep bench ui lint format params clean
 
 help:
 	@echo "make run        install, then run the pipeline (dvc repro)"
 	@echo "make test       install, then run the whole test suite"
 	@echo "make test-fast  the test suite without the slow end-to-end tests"
+	@echo "make sweep      the accurate grid of conf/sweep/best.yaml (about 6 minutes)"
 	@echo "make bench      speed benchmark against the bare NumPy loop"
 	@echo "make ui         MLflow UI on the project's store (http://127.0.0.1:5000)"
 	@echo "make lint       ruff check + format check"
@@ -37,6 +38,9 @@ test: install
 
 test-fast: install
 	pytest -m "not slow" $(PYTEST_ARGS)
+
+sweep: install
+	python -m pipeline.sweep +sweep=best
 
 bench: install
 	python -m benchmarks.bench

@@ -191,7 +191,11 @@ def validate(raw: dict | DictConfig) -> Config:
     silently fall back to a default.
     """
     if isinstance(raw, DictConfig):
-        raw = OmegaConf.to_container(raw, resolve=True)
+        # Drop Hydra's own node before resolving: its interpolations (hydra.job.num, ...) only
+        # resolve inside a running Hydra job.
+        raw = OmegaConf.to_container(
+            OmegaConf.masked_copy(raw, [k for k in raw if k != "hydra"]), resolve=True
+        )
     raw = {k: v for k, v in dict(raw).items() if k != "hydra"}
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), raw)

@@ -1,0 +1,463 @@
+"""Hydra multirun sweeps (pipeline.sweep): the conf/ pieces, the summary, and tiny real sweeps.
+
+The sweeps run ``python -m pipeline.sweep`` as a subprocess in ``tmp_path`` (its own
+``data/processed/mnist.npz``, MLflow store, sweep and report folders), so nothing is written
+into the repository.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.types import RunMode
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from pipeline import sweep, sweep_summary
+from pipeline.config import CONF_DIR, validate
+
+from conftest import write_split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its tables: creating them takes seconds, copying it none."""
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def project(tmp_path, empty_store) -> Path:
+    """A project folder: a tiny preprocessed split and an empty MLflow store."""
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    write_split(tmp_path / "data/processed", n_train=300, n_val=100, n_test=100)
+    return tmp_path
+
+
+@pytest.fixture
+def bright_project(project) -> Path:
+    """As :func:`project`, with images in [0, 10] (as unscaled inputs would be): there ReLU
+    layers overflow within a few steps at learning rate 1e5; with images in [0, 1] they only
+    die, and training goes on at chance level."""
+    path = project / "data/processed/mnist.npz"
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    for key in ("X_train", "X_val", "X_test"):
+        arrays[key] = arrays[key] * np.float32(10)
+    np.savez(path, **arrays)
+    return project
+
+
+@pytest.fixture
+def clean_mlflow():
+    """No active run or tracking URI left behind by a test that tracks in this process."""
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+def run_sweep(project: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``python -m pipeline.sweep ARGS`` in ``project`` with its own MLflow store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow.db'}"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.sweep", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def runs_of(project: Path):
+    """``(parents, children)``: the sweep runs and the point runs in the project's store."""
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mnist-mlp")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def hydra_compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=True)
+
+
+# ---------------------------------------------------------------------------- conf/
+def test_default_grid_composes_as_a_multirun_over_architectures_and_learning_rates():
+    cfg = hydra_compose(["+sweep=default"])
+    assert cfg.hydra.mode == RunMode.MULTIRUN
+    params = cfg.hydra.sweeper.params
+    assert params["model"] == "reference,wide,wider,widest"
+    rates = [float(r) for r in params["optimizer.learning_rate"].split(",")]
+    assert min(rates) == 0.01 and max(rates) == 0.5
+    for name in params["model"].split(","):  # every architecture is a valid config
+        sizes = validate(sweep.plain_config(hydra_compose([f"model={name}"]))).model.hidden_sizes
+        assert max(sizes) <= 512
+    # the sweep config adds nothing to the training config: params.yaml stays as it is
+    assert sweep.plain_config(cfg) == sweep.plain_config(hydra_compose([]))
+
+
+def test_best_grid_composes_wide_relu_networks():
+    cfg = hydra_compose(["+sweep=best"])
+    assert cfg.hydra.mode == RunMode.MULTIRUN
+    models = cfg.hydra.sweeper.params["model"].split(",")
+    for name in models:
+        config = validate(sweep.plain_config(hydra_compose(["+sweep=best", f"model={name}"])))
+        assert config.model.hidden_activation == "relu"
+        assert config.optimizer.momentum == 0.9
+        assert min(config.model.hidden_sizes) >= 256
+        assert config.train.epochs >= 10
+
+
+def test_local_launcher_is_joblib_one_process_per_core():
+    launcher = hydra_compose(["hydra/launcher=local"]).hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert launcher.n_jobs == -1
+
+
+def test_slurm_launcher_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = hydra_compose(["hydra/launcher=slurm", "hydra.launcher.partition=cpu"])
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert launcher["partition"] == "cpu" and launcher["cpus_per_task"] >= 1
+    assert "OPENBLAS_NUM_THREADS=${hydra.launcher.cpus_per_task}" in " ".join(launcher["setup"])
+
+
+def test_ray_launcher_config_has_the_plugins_keys():
+    """Ray is not installed here; the file needs no plugin to compose."""
+    raw = yaml.safe_load((CONF_DIR / "hydra/launcher/ray_cluster.yaml").read_text())
+    assert raw["_target_"] == "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+    assert set(raw["ray"]) == {"init", "remote"}
+    launcher = hydra_compose(["hydra/launcher=ray_cluster"]).hydra.launcher
+    assert launcher.ray.remote.num_cpus == 1
+
+
+def test_callback_and_help_compose():
+    cfg = hydra_compose(["hydra/callbacks=sweep", "hydra/help=sweep"])
+    assert cfg.hydra.callbacks.sweep._target_ == "pipeline.sweep.SweepCallback"
+    template = cfg.hydra.help.template
+    for word in ("model", "optimizer", "data", "+sweep", "hydra/launcher", "learning_rate"):
+        assert word in template
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["--multirun", "model=a,b"],
+            [
+                "--multirun",
+                "hydra/launcher=local",
+                "hydra/callbacks=sweep",
+                "hydra/help=sweep",
+                "model=a,b",
+            ],
+        ),
+        (
+            ["model=a", "hydra/launcher=slurm", "-m"],
+            ["hydra/callbacks=sweep", "hydra/help=sweep", "model=a", "hydra/launcher=slurm", "-m"],
+        ),
+        (
+            ["--help"],
+            ["hydra/launcher=local", "hydra/callbacks=sweep", "hydra/help=sweep", "--help"],
+        ),
+    ],
+)
+def test_default_choices_join_the_command_lines_overrides(argv, expected):
+    assert sweep.with_default_choices(argv) == expected
+
+
+# ---------------------------------------------------------------------------- the summary
+def _row(job, model, lr, status="FINISHED", val=None, **extra):
+    sizes = {"reference": [784, 32, 16, 10], "wide": [784, 128, 64, 10]}[model]
+    return {
+        "job": job,
+        "overrides": [f"model={model}", f"optimizer.learning_rate={lr}", "train.epochs=1"],
+        "model": model,
+        "layer_sizes": sizes,
+        "hidden_activation": "tanh",
+        "optimizer": "sgd",
+        "learning_rate": lr,
+        "status": status,
+        "val_top1_accuracy": val,
+        "val_cross_entropy": None if val is None else 1 - val,
+        "test_top1_accuracy": None if val is None else val - 0.01,
+        "test_cross_entropy": None if val is None else 1.1 - val,
+        "train_seconds": 1.0,
+        "reason": None if status == "FINISHED" else "DivergenceError: training diverged",
+        "config": {"model": {"name": model}},
+        **extra,
+    }
+
+
+ROWS = [
+    _row(0, "reference", 0.01, val=0.90),
+    _row(1, "reference", 0.1, val=0.95),
+    _row(2, "wide", 0.01, val=0.93),
+    _row(3, "wide", 0.1, status="FAILED"),
+]
+
+
+def test_best_point_is_chosen_on_validation_accuracy():
+    assert sweep_summary.best_point(ROWS)["job"] == 1
+    tied = [*ROWS, _row(4, "wide", 0.5, val=0.95)]
+    tied[-1]["val_cross_entropy"] = 0.01  # same accuracy, lower loss wins
+    assert sweep_summary.best_point(tied)["job"] == 4
+    assert sweep_summary.best_point([ROWS[3]]) is None
+
+
+def test_exit_status_is_non_zero_only_when_every_point_failed():
+    assert sweep_summary.exit_status(ROWS) == 0
+    assert sweep_summary.exit_status([ROWS[3]]) == 1
+    assert sweep_summary.exit_status([]) == 1
+
+
+def test_varying_and_shared_overrides():
+    rows = [
+        {**ROWS[0], "overrides": [*ROWS[0]["overrides"], "seed=0"]},
+        {**ROWS[1], "overrides": [*ROWS[1]["overrides"], "seed=1"]},
+    ]
+    varying, common = sweep_summary.varying_overrides(rows)
+    assert varying == {"optimizer.learning_rate", "seed"}
+    assert common == ["model=reference", "train.epochs=1"]
+    assert sweep_summary.other_overrides(rows[1], varying) == "seed=1"
+
+
+def test_summary_files(tmp_path):
+    files = sweep_summary.write_summary(ROWS, tmp_path, "test")
+    assert {f.name for f in files} == {
+        "summary.csv",
+        "summary.md",
+        "heatmap.png",
+        "best.json",
+        "best_config.yaml",
+    }
+    with open(tmp_path / "summary.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["status"] for r in table] == ["FINISHED", "FINISHED", "FINISHED", "FAILED"]
+    assert table[2]["architecture"] == "wide 784-128-64-10 tanh"
+    assert table[3]["reason"].startswith("DivergenceError")
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "4 points: 3 finished, 1 failed" in markdown
+    assert "## Failed points" in markdown and "DivergenceError" in markdown
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["best_job"] == 1 and best["points_failed"] == 1
+    assert yaml.safe_load((tmp_path / "best_config.yaml").read_text()) == {
+        "model": {"name": "reference"}
+    }
+    assert (tmp_path / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_load_results_keeps_only_this_sweeps_points(tmp_path):
+    for job, parent in ((0, "p1"), (1, "p2"), (2, "p1")):
+        (tmp_path / str(job)).mkdir()
+        (tmp_path / str(job) / "result.json").write_text(
+            json.dumps({"job": job, "parent_run_id": parent})
+        )
+    assert [r["job"] for r in sweep_summary.load_results(tmp_path, "p1")] == [0, 2]
+
+
+# ---------------------------------------------------------------------------- real sweeps
+def test_tiny_sweep_in_parallel_processes(project):
+    """2 x 2 points with joblib (2 workers): one parent, four children, the summary."""
+    result = run_sweep(
+        project,
+        "--multirun",
+        "model=reference,wide",
+        "optimizer.learning_rate=0.01,0.1",
+        "train.epochs=1",
+        "data.train_limit=200",
+        f"hydra.sweep.dir={project / 'multirun'}",
+        "hydra.launcher.n_jobs=2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    client, parents, children = runs_of(project)
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["sweep.grid.model"] == "reference,wide"
+    assert parent.data.metrics["points_finished"] == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.info.status for c in children} == {"FINISHED"}
+    for child in children:
+        assert child.data.params["train.epochs"] == "1"
+        assert "test_top1_accuracy" in child.data.metrics
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "val_loss")] == [1]
+    # the joblib launcher really ran the points in separate worker processes
+    pids = {c.data.tags["pid"] for c in children}
+    assert len(pids) > 1 and str(os.getpid()) not in pids
+    # ... each with its BLAS limited to its share of the cores
+    threads = {c.data.tags["blas.threads"] for c in children} - {"None"}
+    assert all(int(n) <= max(1, joblib.cpu_count() // 2) for n in threads)
+
+    reports = project / "reports/sweep/adhoc"
+    with open(reports / "summary.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 4
+    assert {(r["model"], float(r["learning_rate"])) for r in table} == {
+        (m, lr) for m in ("reference", "wide") for lr in (0.01, 0.1)
+    }
+    assert all(r["status"] == "FINISHED" and 0 <= float(r["val_top1_accuracy"]) <= 1 for r in table)
+    assert "4 points: 4 finished, 0 failed" in (reports / "summary.md").read_text()
+    assert (reports / "heatmap.png").stat().st_size > 1000
+    best = json.loads((reports / "best.json").read_text())
+    assert best["best_run_id"] in {c.info.run_id for c in children}
+    assert validate(yaml.safe_load((reports / "best_config.yaml").read_text()))
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "summary")}
+    assert "summary/heatmap.png" in logged and "summary/summary.csv" in logged
+    for job in range(4):  # each point's outputs in its own job folder
+        assert (project / "multirun" / str(job) / "model.npz").exists()
+        assert (project / "multirun" / str(job) / "history.csv").exists()
+
+
+def test_a_diverging_point_fails_alone(bright_project):
+    """ReLU at learning rate 1e5 overflows; its child is FAILED, the sweep still finishes."""
+    project = bright_project
+    result = run_sweep(
+        project,
+        "--multirun",
+        "model.hidden_activation=relu",
+        "optimizer.learning_rate=0.01,1e5",
+        "train.epochs=1",
+        f"hydra.sweep.dir={project / 'multirun'}",
+        "hydra/launcher=basic",  # one after the other, in this process: parent and child nested
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parents, children = runs_of(project)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    status = {float(c.data.params["optimizer.learning_rate"]): c for c in children}
+    assert status[0.01].info.status == "FINISHED"
+    assert status[1e5].info.status == "FAILED"
+    assert "diverged" in status[1e5].data.tags["failure_reason"]
+    assert status[1e5].data.tags["diverged_epoch"] == "1"
+    with open(project / "reports/sweep/adhoc/summary.csv") as fh:
+        table = {float(r["learning_rate"]): r for r in csv.DictReader(fh)}
+    assert table[1e5]["status"] == "FAILED" and "diverged" in table[1e5]["reason"]
+    assert table[0.01]["status"] == "FINISHED"
+    assert "## Failed points" in (project / "reports/sweep/adhoc/summary.md").read_text()
+
+
+def test_parent_fails_and_exit_status_is_1_when_every_point_failed(
+    project, monkeypatch, clean_mlflow
+):
+    """The callback in this process, with one failed point's result written by hand."""
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    cfg = hydra_compose([f"hydra.sweep.dir={project / 'multirun'}"])
+    callback = sweep.SweepCallback()
+    callback.on_multirun_start(cfg)
+    parent_id = json.loads((project / "multirun/sweep.json").read_text())["parent_run_id"]
+    point = project / "multirun/0"
+    point.mkdir()
+    failed = _row(0, "reference", 1e5, status="FAILED", parent_run_id=parent_id)
+    (point / "result.json").write_text(json.dumps(failed))
+    with pytest.raises(SystemExit) as exit_info:
+        callback.on_multirun_end(cfg)
+    assert exit_info.value.code == 1
+    parent = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(parent_id)
+    assert parent.info.status == "FAILED"
+    assert "every point" in parent.data.tags["failure_reason"]
+    assert parent.data.metrics["points_failed"] == 1
+    assert "0 finished, 1 failed" in (project / "reports/sweep/adhoc/summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_exit_status_when_every_point_failed(bright_project):
+    project = bright_project
+    result = run_sweep(
+        project,
+        "--multirun",
+        "model.hidden_activation=relu",
+        "optimizer.learning_rate=1e5",
+        "train.epochs=1",
+        f"hydra.sweep.dir={project / 'multirun'}",
+        "hydra/launcher=basic",
+    )
+    assert result.returncode == 1
+    assert "every point of the sweep failed" in result.stderr
+    _, parents, children = runs_of(project)
+    assert parents[0].info.status == "FAILED" and children[0].info.status == "FAILED"
+    assert "0 finished, 1 failed" in (project / "reports/sweep/adhoc/summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.learning_rate=0.01,0.1", "model.hidden_sizes=[]"], "model.hidden_sizes"),
+        pytest.param(
+            ["model=reference,wide", "hydra/launcher=ray_cluster"],
+            "hydra/launcher=ray_cluster",
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
+def test_a_bad_sweep_stops_before_any_point(project, overrides, message):
+    """An invalid config, or a launcher whose plugin is missing: exit 2, nothing tracked."""
+    result = run_sweep(project, "--multirun", *overrides)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not list(project.rglob("result.json"))
+    _, parents, children = runs_of(project)
+    assert not parents and not children
+
+
+@pytest.mark.slow
+def test_without_multirun_one_configuration(project):
+    result = run_sweep(project, "model=wide", "train.epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parents, children = runs_of(project)
+    assert len(parents) == 1 and not children
+    assert parents[0].data.params["model.name"] == "wide"
+    assert list((project / "outputs").rglob("model.npz"))
+    assert not (project / "reports").exists()
+
+
+@pytest.mark.slow
+def test_help_explains_groups_and_keys(tmp_path):
+    result = run_sweep(tmp_path, "--help")
+    assert result.returncode == 0
+    for text in ("python -m pipeline.sweep", "hydra/launcher", "+sweep", "optimizer.learning_rate"):
+        assert text in result.stdout
+
+
+@pytest.mark.slow
+def test_submitit_launcher_links_children_too(project):
+    """submitit's local executor runs each point as its own submitted job, as on SLURM."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = run_sweep(
+        project,
+        "--multirun",
+        "model=reference,wide",
+        "train.epochs=1",
+        "hydra/launcher=submitit_local",
+        f"hydra.sweep.dir={project / 'multirun'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parents, children = runs_of(project)
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert "2 points: 2 finished" in (project / "reports/sweep/adhoc/summary.md").read_text()
