@@ -17,7 +17,6 @@ One MLflow run, tagged ``library=tensorflow``, with the metric names of the NumP
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import logging
 import os
@@ -36,6 +35,7 @@ from pipeline.training import (
     build_model,
     history_rows,
     load_dataset,
+    stage_parser,
     test_metrics,
     train_seconds,
 )
@@ -200,20 +200,16 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.baseline",
-        description=(
+    parser = stage_parser(
+        "python -m pipeline.baseline",
+        (
             "Train the configured network in TensorFlow/Keras from the NumPy model's initial "
             "weights (and, with baseline.same_batches, its batches), evaluate it on the test set "
             "with the same metrics (DVC stage)."
         ),
+        MODEL,
+        REPORTS,
     )
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    parser.add_argument(
-        "--data", type=Path, default=Path("data/processed/mnist.npz"), help="preprocessed split"
-    )
-    parser.add_argument("--model", type=Path, default=MODEL, help="where to write the model")
-    parser.add_argument("--reports", type=Path, default=REPORTS, help="folder for the reports")
     args = parser.parse_args(argv)
     setup_logging()
     try:

@@ -9,7 +9,6 @@ a diverged or interrupted run leaves no model behind.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import sys
@@ -20,7 +19,13 @@ from pipeline import tracking
 from pipeline.common import atomic_write, setup_logging, write_json
 from pipeline.config import Config, ConfigError, load_params, to_dict
 from pipeline.progress import ProgressBar
-from pipeline.training import history_rows, load_dataset, train_model, train_seconds
+from pipeline.training import (
+    history_rows,
+    load_dataset,
+    stage_parser,
+    train_model,
+    train_seconds,
+)
 
 log = logging.getLogger("pipeline.train")
 
@@ -93,16 +98,12 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.train",
-        description="Train the configured MLP on the preprocessed MNIST split (DVC stage).",
+    parser = stage_parser(
+        "python -m pipeline.train",
+        "Train the configured MLP on the preprocessed MNIST split (DVC stage).",
+        MODEL,
+        REPORTS,
     )
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    parser.add_argument(
-        "--data", type=Path, default=Path("data/processed/mnist.npz"), help="preprocessed split"
-    )
-    parser.add_argument("--model", type=Path, default=MODEL, help="where to write the model")
-    parser.add_argument("--reports", type=Path, default=REPORTS, help="folder for the reports")
     args = parser.parse_args(argv)
     setup_logging()
     try:

@@ -6,6 +6,7 @@ configuration means one network everywhere. Plain values in, plain values out; n
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 from collections.abc import Sequence
@@ -147,3 +148,15 @@ def history_rows(history: dict[str, list[float]]) -> list[dict[str, float]]:
     }
     keys = [k for k in names if k in history]
     return [{names[k]: history[k][i] for k in keys} for i in range(len(history["epoch"]))]
+
+
+def stage_parser(
+    prog: str, description: str, model: Path, reports: Path
+) -> argparse.ArgumentParser:
+    """The command line shared by the stages that train: params, data, model and reports paths."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    parser.add_argument("--data", type=Path, default=PROCESSED, help="preprocessed split")
+    parser.add_argument("--model", type=Path, default=model, help="where to write the model")
+    parser.add_argument("--reports", type=Path, default=reports, help="folder for the reports")
+    return parser

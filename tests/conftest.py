@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,3 +105,37 @@ def write_split(folder: Path, n_train: int = 400, n_val: int = 100, n_test: int 
         json.dumps({"sha256": {"train-images-idx3-ubyte": "ab" * 32}})
     )
     return folder / "mnist.npz"
+
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mnist_mirror() -> Path | None:
+    """The real MNIST files: ``MNIST_MIRROR``, else ``../shared/mnist``; None when absent."""
+    configured = os.environ.get("MNIST_MIRROR")
+    folder = Path(configured) if configured else ROOT.parent / "shared" / "mnist"
+    return folder if all((folder / name).exists() for name in MNIST_FILES) else None
+
+
+def clone_working_tree(dest: Path) -> Path:
+    """A git clone of the project carrying the working tree's files (committed or not)."""
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest

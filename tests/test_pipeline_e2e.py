@@ -16,40 +16,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import MNIST_FILES, clone_working_tree, mnist_mirror
+
 BIN = Path(sys.executable).parent
-FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
+FILES = MNIST_FILES
 
 pytestmark = pytest.mark.slow
-
-
-def mnist_mirror() -> Path | None:
-    configured = os.environ.get("MNIST_MIRROR")
-    folder = Path(configured) if configured else ROOT.parent / "shared" / "mnist"
-    return folder if all((folder / name).exists() for name in FILES) else None
-
-
-def clone_working_tree(dest: Path) -> Path:
-    """A git clone of the project carrying the working tree's files (committed or not)."""
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    for name in filter(None, listed.split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    return dest
 
 
 def dvc(args: list[str], project: Path, mirror: Path, check: bool = True):

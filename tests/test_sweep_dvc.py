@@ -8,7 +8,6 @@ MLflow runs land in the clone's own store (not in a store inside a temporary cop
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,22 +16,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import clone_working_tree, mnist_mirror
+
 BIN = Path(sys.executable).parent
-FILES = (
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-)
 
 pytestmark = pytest.mark.slow
-
-
-def mnist_mirror() -> Path | None:
-    configured = os.environ.get("MNIST_MIRROR")
-    folder = Path(configured) if configured else ROOT.parent / "shared" / "mnist"
-    return folder if all((folder / name).exists() for name in FILES) else None
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> str:
@@ -49,19 +37,7 @@ def clone(tmp_path):
     mirror = mnist_mirror()
     if mirror is None:
         pytest.skip("real MNIST not available: set MNIST_MIRROR to a folder with the four files")
-    project = tmp_path / "project"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(project)], check=True)
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    for name in filter(None, listed.split("\0")):
-        if (ROOT / name).is_file():
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, project / name)
+    project = clone_working_tree(tmp_path / "project")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(
         MNIST_MIRROR=str(mirror),
