@@ -47,9 +47,13 @@ class Loss:
         return self.sum(output, target) / output.shape[0]
 
     def output_delta(
-        self, output: np.ndarray, target: np.ndarray, activation: Activation
+        self, output: np.ndarray, target: np.ndarray, activation: Activation, scale: float = 1.0
     ) -> np.ndarray:
-        """``dC/dz`` at the output layer, shape ``(M, n_out)``. May overwrite ``output``."""
+        """``scale * dC/dz`` at the output layer, shape ``(M, n_out)``. May overwrite ``output``.
+
+        ``scale`` lets a caller fold a constant factor (plain SGD's learning rate) into the error,
+        so that backpropagation yields ``scale *`` every gradient at no extra cost.
+        """
         raise NotImplementedError
 
 
@@ -75,7 +79,7 @@ class CrossEntropy(Loss):
         return float(-(target * np.log(np.clip(output, eps, 1 - eps))).sum())
 
     def output_delta(
-        self, output: np.ndarray, target: np.ndarray, activation: Activation
+        self, output: np.ndarray, target: np.ndarray, activation: Activation, scale: float = 1.0
     ) -> np.ndarray:
         # Fused softmax + cross-entropy error: (p - y) / M, computed in place in the output.
         m = output.shape[0]
@@ -83,7 +87,7 @@ class CrossEntropy(Loss):
             output[np.arange(m), target] -= 1
         else:
             output -= target
-        output *= 1 / m
+        output *= scale / m
         return output
 
 
@@ -97,10 +101,10 @@ class SumSquaredError(Loss):
         return float(0.5 * np.sum(diff * diff))
 
     def output_delta(
-        self, output: np.ndarray, target: np.ndarray, activation: Activation
+        self, output: np.ndarray, target: np.ndarray, activation: Activation, scale: float = 1.0
     ) -> np.ndarray:
         grad = output - _as_dense(target, output.shape[1], output.dtype)  # dL/da = a - y (eq. 72)
-        grad *= 1 / output.shape[0]
+        grad *= scale / output.shape[0]
         return activation.backward(output, grad)
 
 

@@ -310,6 +310,13 @@ class MLP:
         steps = math.ceil(n / batch_size)
         loss, out_act = self._loss, self._acts[-1]
         params = [*self.weights, *self.biases]
+        # Plain SGD folds its learning rate into the output error: backpropagation then yields
+        # the updates themselves, and a step is one subtraction per parameter.
+        error_scale = optimizer.fold_scale()
+        if error_scale is None:
+            error_scale, step_parameters = 1.0, optimizer.step
+        else:
+            step_parameters = optimizer.step_scaled
         dW = [np.empty_like(W) for W in self.weights]
         db = [np.empty_like(b) for b in self.biases]
         grads = [*dW, *db]
@@ -400,11 +407,11 @@ class MLP:
                         np.argmax(out, axis=1, out=predicted[lo:hi])
                     else:
                         np.greater(out[:, 0], 0.5, out=predicted[lo:hi], casting="unsafe")
-                    delta = loss.output_delta(out, Tb, out_act)
+                    delta = loss.output_delta(out, Tb, out_act, error_scale)
                     self._backward(
                         outputs, delta, dW, db, err_buffers if full else last_err_buffers
                     )
-                    optimizer.step(params, grads)
+                    step_parameters(params, grads)
                     if batch_callbacks:
                         if fused_ce:
                             batch_loss = -np.log(np.clip(batch_p, eps, 1 - eps)).sum()

@@ -47,6 +47,20 @@ class Optimizer:
         """The constructor arguments, to log or to rebuild the optimiser."""
         raise NotImplementedError
 
+    def fold_scale(self) -> float | None:
+        """A factor a caller may fold into the gradients, or ``None``.
+
+        Plain SGD's update is ``param -= learning_rate * grad``. A caller that computes the
+        gradients already multiplied by this factor (``MLP.fit`` scales the output error: one
+        multiply on a ``(batch, n_out)`` array) then calls :meth:`step_scaled`, which is one
+        subtraction per parameter instead of a multiply and a subtraction over every weight.
+        """
+        return None
+
+    def step_scaled(self, params: list[np.ndarray], scaled_grads: list[np.ndarray]) -> None:
+        """Update from gradients already multiplied by :meth:`fold_scale`."""
+        raise NotImplementedError(f"{type(self).__name__} has no folded step")
+
     def _decayed(self, params: list[np.ndarray], grads: list[np.ndarray]) -> list[np.ndarray]:
         if self.weight_decay:
             for p, g in zip(params, grads, strict=True):
@@ -86,6 +100,16 @@ class SGD(Optimizer):
             "nesterov": self.nesterov,
             "weight_decay": self.weight_decay,
         }
+
+    def fold_scale(self) -> float | None:
+        plain = not self.momentum and not self.weight_decay
+        return self.learning_rate if plain else None
+
+    def step_scaled(self, params: list[np.ndarray], scaled_grads: list[np.ndarray]) -> None:
+        if self.fold_scale() is None:
+            raise ValueError("step_scaled is for plain SGD (no momentum, no weight decay)")
+        for p, update in zip(params, scaled_grads, strict=True):
+            p -= update
 
     def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
         grads = self._decayed(params, grads)

@@ -238,3 +238,19 @@ def test_get_builds_optimizers_by_name():
     assert opt_module.get("sgd", learning_rate=0.2).config()["learning_rate"] == 0.2
     with pytest.raises(ValueError, match="unknown optimizer"):
         opt_module.get("rmsprop")
+
+
+def test_only_plain_sgd_folds_its_learning_rate():
+    assert SGD(0.1).fold_scale() == 0.1
+    assert SGD(0.1, momentum=0.9).fold_scale() is None
+    assert SGD(0.1, weight_decay=1e-4).fold_scale() is None
+    assert Adam(0.01).fold_scale() is None
+
+
+def test_folded_step_subtracts_the_scaled_gradient_and_nothing_else():
+    W = np.array([[1.0, 2.0], [3.0, 4.0]])
+    update = np.array([[0.5, -0.5], [0.25, 0.0]])
+    SGD(0.3).step_scaled([W], [update.copy()])
+    np.testing.assert_array_equal(W, [[0.5, 2.5], [2.75, 4.0]])
+    with pytest.raises(ValueError, match="plain SGD"):
+        SGD(0.3, momentum=0.5).step_scaled([W], [update])
