@@ -7,18 +7,21 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 # Stage commands in dvc.yaml say `python`: make it the project's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install run test test-fast sweep bench ui lint format params clean
+.PHONY: help install run test test-fast sweep bench bench-install bench-quick ui lint format params clean
 
 help:
 	@echo "make run        install, then run the pipeline (dvc repro)"
 	@echo "make test       install, then run the whole test suite"
 	@echo "make test-fast  the test suite without the slow end-to-end tests"
 	@echo "make sweep      the accurate grid of conf/sweep/best.yaml (about 6 minutes)"
-	@echo "make bench      speed benchmark against the bare NumPy loop"
+	@echo "make bench      speed benchmark: ours vs Keras/TF, scikit-learn, PyTorch, bare NumPy (~10 min)"
+	@echo "make bench-install  install the benchmark's optional peers (scikit-learn, PyTorch CPU)"
+	@echo "make bench-quick    a one-minute smoke run of the benchmark (numbers mean nothing)"
 	@echo "make ui         MLflow UI on the project's store (http://127.0.0.1:5000)"
 	@echo "make lint       ruff check + format check"
 	@echo "make params     regenerate params.yaml from conf/"
@@ -42,8 +45,14 @@ test-fast: install
 sweep: install
 	python -m pipeline.sweep +sweep=best
 
+bench-install: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,bench]"
+
 bench: install
-	python -m benchmarks.bench
+	python -m benchmarks.bench $(BENCH_ARGS)
+
+bench-quick: install
+	python -m benchmarks.bench --quick --no-mlflow $(BENCH_ARGS)
 
 ui: install
 	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port 5000

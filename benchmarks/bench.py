@@ -1,157 +1,460 @@
-"""Speed benchmark: the library's ``MLP.fit`` against a bare hand-written NumPy loop.
+"""Speed benchmark: our MLP against Keras/TensorFlow, scikit-learn, PyTorch and a bare NumPy loop.
 
-``python -m benchmarks.bench`` (or ``make bench``) trains the reference configuration (784-32-16-10,
-tanh, softmax, cross-entropy, SGD 0.1, batch 32, 5 epochs, float32) on all 60,000 MNIST training
-images with both, alternately (ABBA order, so drift hits both alike), from the same initial weights
-and the same batch order, and reports median training seconds, samples per second, the time ratio
-library / bare (target <= 1.1) and the test top-1 accuracy each reached (target >= 0.955).
+``python -m benchmarks.bench`` (``make bench``) trains three configurations on all 60,000 MNIST
+training images and tests on the 10,000 test images:
 
-MNIST comes from ``data/raw`` (after ``dvc repro download``) or the ``MNIST_MIRROR`` directory.
-Results go to stdout as a Markdown table and to ``reports/benchmark_bare.json``.
+  (a) reference      784-32-16-10 tanh, SGD 0.1, batch 32, 5 epochs
+  (b) mid-size       784-256-128-10 relu, SGD 0.1, batch 128, 3 epochs
+  (c) compute-bound  784-1024-1024-10 relu, SGD 0.05, batch 256, 2 epochs
+
+with every implementation on the identical configuration (softmax + cross-entropy, plain SGD,
+float32, the same initial weights, reshuffled every epoch; see benchmarks/peers.py for how each
+peer is set up). Every run is a fresh process with the same number of BLAS/framework threads;
+the order of the implementations alternates between repeats (ABC, CBA, ...). Reported per
+configuration and implementation: median training seconds, samples per second, the median of
+peer time / our time, test top-1 accuracy, GFLOP/s of the matrix products and peak resident
+memory; and the machine's float32 sgemm peak, measured with NumPy, to compare (c) against.
+
+Peers that are not installed (scikit-learn and PyTorch are the optional extra `bench`) are
+skipped, saying so. Writes reports/benchmark.json and reports/benchmark.md, prints the table,
+and logs an MLflow run (experiment "benchmark") unless --no-mlflow.
+
+MNIST comes from $MNIST_MIRROR or data/raw (after `dvc repro download`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.metadata
+import json
 import os
 import platform
-import statistics
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from benchmarks import data as bench_data
+from benchmarks.configs import CONFIGS, BenchConfig, training_flops
+from benchmarks.peers import IMPLEMENTATIONS, PEERS, split_available
+from benchmarks.report import check_targets, render_markdown, summarise
+from pipeline.common import atomic_write, write_json
 
-from benchmarks.bare_loop import train_bare
-from mlp import MLP, SGD, metrics
-from pipeline.common import write_json
-from pipeline.idx import read_images, read_labels
-
-FILES = {
-    "X_train": "train-images-idx3-ubyte.gz",
-    "y_train": "train-labels-idx1-ubyte.gz",
-    "X_test": "t10k-images-idx3-ubyte.gz",
-    "y_test": "t10k-labels-idx1-ubyte.gz",
+REPO = Path(__file__).resolve().parents[1]
+#: What --quick changes (unless given explicitly): fewer images, one epoch, one repeat.
+QUICK = {"n_train": 5000, "n_test": 1000, "epochs": 1, "repeats": 1, "sgemm_sizes": [256, 512]}
+SGEMM_SIZES = [1024, 2048, 3072]
+SGEMM_REPEATS = 5
+#: Environment variables that size thread pools when a library starts.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+VERSIONED = {
+    "python": None,
+    "numpy": ("numpy",),
+    "threadpoolctl": ("threadpoolctl",),
+    "tensorflow": ("tensorflow-cpu", "tensorflow"),
+    "keras": ("keras",),
+    "scikit-learn": ("scikit-learn",),
+    "torch": ("torch",),
 }
 
 
-def find_mnist() -> Path:
-    candidates = [Path("data/raw")]
-    if os.environ.get("MNIST_MIRROR"):
-        candidates.insert(0, Path(os.environ["MNIST_MIRROR"]))
-    for folder in candidates:
-        if all((folder / name).exists() for name in FILES.values()):
-            return folder
-    raise SystemExit(
-        "MNIST not found: run `dvc repro download` or set MNIST_MIRROR to a folder with the "
-        "four .gz files"
-    )
+class WorkerError(RuntimeError):
+    """A measured run's process failed."""
 
 
-def load_mnist(folder: Path) -> dict[str, np.ndarray]:
-    data = {}
-    for key, name in FILES.items():
-        if key.startswith("X"):
-            data[key] = (read_images(folder / name).reshape(-1, 784) / np.float32(255)).astype(
-                np.float32
-            )
-        else:
-            data[key] = read_labels(folder / name).astype(np.intp)
-    return data
+# ---------------------------------------------------------------------------- the machine
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
-def reference_net(seed: int) -> MLP:
-    return MLP([784, 32, 16, 10], ["tanh", "tanh", "softmax"], seed=seed, dtype="float32")
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
-def run_library(data, seed, epochs, batch_size, lr) -> tuple[float, float]:
-    net = reference_net(seed)
+def versions() -> dict[str, str | None]:
+    """Versions of the libraries that shape the results, from package metadata (no imports)."""
+    found: dict[str, str | None] = {}
+    for key, distributions in VERSIONED.items():
+        if distributions is None:
+            found[key] = platform.python_version()
+            continue
+        found[key] = None
+        for dist in distributions:
+            try:
+                found[key] = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return found
+
+
+# ---------------------------------------------------------------------------- one measurement
+def worker_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in THREAD_VARIABLES:
+        env[name] = str(threads)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.setdefault("KERAS_BACKEND", "tensorflow")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (``/proc/stat``: user, nice,
+    system, irq, softirq and steal time of all cores), or ``None`` where there is no such file."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_worker(spec: dict, scratch: Path, timeout: float) -> dict:
+    """Run :mod:`benchmarks.worker` on ``spec`` in a fresh Python process; its result.
+
+    Adds ``other_cpu_load``: the cores that processes other than the worker kept busy on
+    average while it ran (the machine's busy CPU time minus the worker's, over the wall time),
+    a measure of how much the run was disturbed.
+    """
+    busy_before, ours_before = busy_cpu_seconds(), children_cpu_seconds()
     start = time.perf_counter()
-    net.fit(data["X_train"], data["y_train"], epochs, batch_size, SGD(lr))
-    seconds = time.perf_counter() - start
-    return seconds, metrics.top1_accuracy(data["y_test"], net.predict(data["X_test"]))
+    fd, spec_path = tempfile.mkstemp(suffix=".json", dir=scratch)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(spec, fh)
+    result_path = Path(spec_path).with_suffix(".result.json")
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "benchmarks.worker", spec_path, str(result_path)],
+            cwd=REPO,
+            env=worker_env(spec["threads"]),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if process.returncode != 0:
+            tail = process.stderr.strip().splitlines()[-1:] or ["no output"]
+            raise WorkerError(f"exit status {process.returncode}: {tail[0]}")
+        result = json.loads(result_path.read_text())
+        busy_after, wall = busy_cpu_seconds(), time.perf_counter() - start
+        if busy_before is not None and busy_after is not None:
+            others = (busy_after - busy_before) - (children_cpu_seconds() - ours_before)
+            result["other_cpu_load"] = max(0.0, others / wall)
+        return result
+    except subprocess.TimeoutExpired:
+        raise WorkerError(f"no result after {timeout:.0f} s") from None
+    finally:
+        Path(spec_path).unlink(missing_ok=True)
+        result_path.unlink(missing_ok=True)
 
 
-def run_bare(data, seed, epochs, batch_size, lr) -> tuple[float, float]:
-    net = reference_net(seed)  # same initial weights; net.rng then gives the same batch order
-    start = time.perf_counter()
-    train_bare(
-        data["X_train"],
-        data["y_train"],
-        net.weights,
-        net.biases,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=lr,
-        rng=net.rng,
+def alternating(implementations: list[str], repeat: int) -> list[str]:
+    """The order of repeat ``repeat`` (0-based): as given, then reversed, then as given, ..."""
+    return list(implementations) if repeat % 2 == 0 else list(reversed(implementations))
+
+
+# ---------------------------------------------------------------------------- the benchmark
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    seconds = time.perf_counter() - start
-    return seconds, metrics.top1_accuracy(data["y_test"], net.predict(data["X_test"]))
+    parser.add_argument(
+        "--configs", default="a,b,c", help="comma-separated configurations (default a,b,c)"
+    )
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help=f"comma-separated peers to compare with ours (default {','.join(PEERS)}); "
+        "'none' for ours alone",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="runs per implementation and config (default 3)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=available_cores(),
+        help="BLAS/framework threads for every implementation (default: all cores, "
+        f"{available_cores()})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="initial weights and shuffling")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK['n_train']} training and {QUICK['n_test']} test images, "
+        "1 epoch, 1 repeat, a small sgemm (not a measurement)",
+    )
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="random MNIST-shaped images instead of MNIST (for tests; implies small data)",
+    )
+    parser.add_argument("--n-train", type=int, default=None, help="use the first N train images")
+    parser.add_argument("--n-test", type=int, default=None, help="use the first N test images")
+    parser.add_argument("--epochs", type=int, default=None, help="override every config's epochs")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where benchmark.json/.md go (default reports/, and reports/quick/ for --quick "
+        "or --synthetic, so a smoke run never replaces the real table)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=1800, help="seconds before a run is abandoned"
+    )
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log an MLflow run")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be >= 1")
+    args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in args.configs if c not in CONFIGS]
+    if unknown or not args.configs:
+        parser.error(f"--configs: unknown {unknown}; choose from {', '.join(CONFIGS)}")
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    args.peers = [] if peers == ["none"] else peers
+    bad = [p for p in args.peers if p not in PEERS]
+    if bad:
+        parser.error(f"--peers: unknown {bad}; choose from {', '.join(PEERS)}")
+    if args.quick:
+        for key in ("n_train", "n_test", "epochs", "repeats"):
+            if getattr(args, key) is None:
+                setattr(args, key, QUICK[key])
+    if args.out_dir is None:
+        args.out_dir = Path("reports/quick" if args.quick or args.synthetic else "reports")
+    if args.repeats is None:
+        args.repeats = 3
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    return args
+
+
+def load_data(args: argparse.Namespace) -> dict:
+    if args.synthetic:
+        data = bench_data.synthetic(args.n_train or 600, args.n_test or 200, seed=args.seed)
+    else:
+        data = bench_data.load_mnist(bench_data.find_mnist())
+    return bench_data.subset(data, args.n_train, args.n_test)
+
+
+def measure(
+    cfg: BenchConfig,
+    implementations: list[str],
+    args: argparse.Namespace,
+    data_dir: Path,
+    scratch: Path,
+) -> list[dict]:
+    """``args.repeats`` runs of each implementation on ``cfg``, in alternating order."""
+    runs = []
+    for repeat in range(args.repeats):
+        for impl in alternating(implementations, repeat):
+            spec = {
+                "kind": "train",
+                "implementation": impl,
+                "config": cfg.as_dict(),
+                "data": str(data_dir),
+                "seed": args.seed,
+                "threads": args.threads,
+            }
+            record = {"implementation": impl, "repeat": repeat}
+            try:
+                record.update(run_worker(spec, scratch, args.timeout))
+                print(
+                    f"  {impl:8s} run {repeat + 1}: {record['seconds']:8.2f} s, "
+                    f"test top-1 {record['test_top1_accuracy']:.4f}, "
+                    f"peak RSS {record['peak_rss_mb']:,.0f} MiB, "
+                    f"other processes {record.get('other_cpu_load', 0):.2f} cores",
+                    flush=True,
+                )
+            except WorkerError as exc:
+                record["error"] = str(exc)
+                print(f"  {impl:8s} run {repeat + 1}: FAILED: {exc}", flush=True)
+            runs.append(record)
+    return runs
+
+
+def run_benchmark(args: argparse.Namespace, data: dict, scratch: Path) -> dict:
+    """Every measurement; the report (as written to benchmark.json)."""
+    peers, skipped = split_available(args.peers)
+    for peer, reason in skipped.items():
+        print(f"skipping {peer}: {reason}", flush=True)
+    data_dir = bench_data.save_arrays(data, scratch / "data")
+    n_train, n_test = len(data["y_train"]), len(data["y_test"])
+    sgemm_sizes = QUICK["sgemm_sizes"] if (args.quick or args.synthetic) else SGEMM_SIZES
+    sgemm_spec = {
+        "kind": "sgemm",
+        "sizes": sgemm_sizes,
+        "repeats": SGEMM_REPEATS,
+        "threads": args.threads,
+    }
+    load_start = os.getloadavg()[0]
+    if load_start > 0.5 * available_cores():
+        print(
+            f"warning: load average {load_start:.1f} on {available_cores()} cores: other "
+            "processes are busy and the timings will be noisy",
+            flush=True,
+        )
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    print(f"sgemm peak ({args.threads} threads)...", flush=True)
+    sgemm_runs = [run_worker(sgemm_spec, scratch, args.timeout)]
+    print(f"  {sgemm_runs[0]['gflops']:.1f} GFLOP/s", flush=True)
+
+    configs: dict[str, dict] = {}
+    for name in args.configs:
+        cfg: BenchConfig = CONFIGS[name]
+        if args.epochs is not None:
+            cfg = dataclasses.replace(cfg, epochs=args.epochs)
+        not_applicable = {
+            p: reason for p in peers if (reason := IMPLEMENTATIONS[p].not_applicable(cfg))
+        }
+        implementations = ["ours", *(p for p in peers if p not in not_applicable)]
+        print(f"\n({name}) {cfg.description}", flush=True)
+        runs = measure(cfg, implementations, args, data_dir, scratch)
+        flops = training_flops(cfg.layer_sizes, n_train, cfg.epochs)
+        results = summarise(runs, n_train=n_train, epochs=cfg.epochs, flops=flops)
+        configs[name] = {
+            "description": cfg.description,
+            "config": cfg.as_dict(),
+            "n_train": n_train,
+            "n_test": n_test,
+            "epochs": cfg.epochs,
+            "training_flops": flops,
+            "orders": [alternating(implementations, r) for r in range(min(args.repeats, 2))],
+            "not_applicable": not_applicable,
+            "results": results,
+            "runs": runs,
+        }
+
+    print("\nsgemm peak again...", flush=True)
+    sgemm_runs.append(run_worker(sgemm_spec, scratch, args.timeout))
+    sgemm_peak = max(run["gflops"] for run in sgemm_runs)
+    for entry in configs.values():
+        ours = entry["results"].get("ours", {})
+        if ours.get("gflops"):
+            ours["fraction_of_sgemm_peak"] = ours["gflops"] / sgemm_peak
+    return {
+        "schema_version": 1,
+        "started": started,
+        "settings": {
+            "configs": args.configs,
+            "peers_requested": args.peers,
+            "repeats": args.repeats,
+            "threads": args.threads,
+            "seed": args.seed,
+            "quick": args.quick,
+            "synthetic": args.synthetic,
+            "n_train": n_train,
+            "n_test": n_test,
+        },
+        "machine": {
+            "cpu_model": cpu_model(),
+            "cores": available_cores(),
+            "platform": platform.platform(),
+            "versions": versions(),
+            "blas": sgemm_runs[0].get("blas", []),
+            "load_average": [load_start, os.getloadavg()[0]],
+        },
+        "sgemm": {
+            "gflops": sgemm_peak,
+            "sizes": sgemm_sizes,
+            "repeats": SGEMM_REPEATS,
+            "measurements": [{k: v for k, v in run.items() if k != "blas"} for run in sgemm_runs],
+        },
+        "labels": {name: impl.label for name, impl in IMPLEMENTATIONS.items()},
+        "skipped": skipped,
+        "configs": configs,
+        "targets": check_targets(configs, sgemm_peak),
+    }
+
+
+def mlflow_metrics(report: dict) -> dict[str, float]:
+    """Flat metric names (``a.keras.ratio_to_ours``, ``sgemm_peak_gflops``, ...) for MLflow."""
+    metrics = {"sgemm_peak_gflops": report["sgemm"]["gflops"]}
+    keys = (
+        "ratio_to_ours",
+        "median_seconds",
+        "samples_per_second",
+        "test_top1_accuracy",
+        "gflops",
+        "peak_rss_mb",
+        "fraction_of_sgemm_peak",
+    )
+    for name, entry in report["configs"].items():
+        for impl, row in entry["results"].items():
+            for key in keys:
+                if row.get(key) is not None and not (impl == "ours" and key == "ratio_to_ours"):
+                    metrics[f"{name}.{impl}.{key}"] = float(row[key])
+    return metrics
+
+
+def log_to_mlflow(report: dict, files: list[Path]) -> str:
+    """One run in experiment ``benchmark`` (stage ``benchmark``): the settings as params, the
+    numbers as metrics, the JSON and Markdown reports as artifacts. Returns the run id."""
+    import mlflow
+
+    from pipeline import tracking
+
+    params = {
+        **report["settings"],
+        "sgemm": {"sizes": report["sgemm"]["sizes"], "repeats": report["sgemm"]["repeats"]},
+        "config": {name: entry["config"] for name, entry in report["configs"].items()},
+    }
+    tags = {"cpu_model": report["machine"]["cpu_model"], "quick": str(report["settings"]["quick"])}
+    for name, version in report["machine"]["versions"].items():
+        if version:
+            tags[f"version.{name}"] = version
+    with tracking.start_run(
+        params, stage="benchmark", experiment="benchmark", run_name="benchmark", tags=tags
+    ) as run:
+        tracking.with_retry(mlflow.log_metrics, mlflow_metrics(report))
+        for path in files:
+            tracking.log_artifact_file(path)
+        return run.info.run_id
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5, help="pairs of runs (default 5)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("reports/benchmark_bare.json"))
-    args = parser.parse_args(argv)
-
-    data = load_mnist(find_mnist())
-    n = len(data["y_train"])
-    runners = {"library": run_library, "bare": run_bare}
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
-    setting = (args.seed, args.epochs, args.batch_size, args.learning_rate)
-    run_library(data, *setting)  # warm-up: page in the data, start the BLAS threads
-    for repeat in range(args.repeats):
-        order = ["library", "bare"] if repeat % 2 == 0 else ["bare", "library"]
-        for name in order:
-            results[name].append(runners[name](data, *setting))
-            print(f"  {name:8s} run {repeat + 1}: {results[name][-1][0]:.3f} s", flush=True)
-
-    ratios = [lib[0] / bare[0] for lib, bare in zip(results["library"], results["bare"])]
-    summary = {
-        name: {
-            "median_seconds": statistics.median(s for s, _ in runs),
-            "samples_per_second": args.epochs * n / statistics.median(s for s, _ in runs),
-            "test_top1_accuracy": statistics.median(a for _, a in runs),
-            "seconds": [s for s, _ in runs],
-        }
-        for name, runs in results.items()
-    }
-    report = {
-        "configuration": {
-            "layers": [784, 32, 16, 10],
-            "activations": ["tanh", "tanh", "softmax"],
-            "loss": "cross_entropy",
-            "optimizer": f"SGD({args.learning_rate})",
-            "batch_size": args.batch_size,
-            "epochs": args.epochs,
-            "train_images": n,
-            "dtype": "float32",
-        },
-        "results": summary,
-        "median_ratio_library_over_bare": statistics.median(ratios),
-        "targets": {"ratio_at_most": 1.1, "test_top1_accuracy_at_least": 0.955},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-        },
-    }
-    write_json(args.out, report)
-
-    print("\n| implementation | median s | samples/s | test top-1 |")
-    print("|---|---|---|---|")
-    for name, row in summary.items():
-        print(
-            f"| {name} | {row['median_seconds']:.3f} | {row['samples_per_second']:,.0f} | "
-            f"{row['test_top1_accuracy']:.4f} |"
-        )
-    ratio = report["median_ratio_library_over_bare"]
-    print(f"\nmedian time ratio library / bare loop: {ratio:.3f} (target <= 1.1)")
-    print(f"written {args.out}")
+    args = parse_args(argv)
+    data = load_data(args)
+    with tempfile.TemporaryDirectory(prefix="mlp-bench-") as scratch:
+        report = run_benchmark(args, data, Path(scratch))
+    json_path = write_json(args.out_dir / "benchmark.json", report)
+    markdown = render_markdown(report)
+    md_path = args.out_dir / "benchmark.md"
+    with atomic_write(md_path, "w") as fh:
+        fh.write(markdown)
+    print("\n" + markdown)
+    print(f"written {json_path} and {md_path}")
+    if not args.no_mlflow:
+        run_id = log_to_mlflow(report, [json_path, md_path])
+        print(f"logged MLflow run {run_id} (experiment 'benchmark')")
     return 0
 
 
