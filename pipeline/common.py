@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import zlib
@@ -111,3 +112,14 @@ GZIP_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error)
 def setup_logging(level: int = logging.INFO) -> None:
     """Plain ``message`` lines on stderr for the stage scripts (a no-op if already configured)."""
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+
+
+def safe_name(value: object, fallback: str = "unnamed") -> str:
+    """``value`` as one file-name component: letters, digits, ``.``, ``_`` and ``-`` only.
+
+    For names derived from configuration values: no separators, no ``..``, no leading dot, so a
+    value can never reach outside the folder it is joined to.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(value)).strip("._")
+    name = re.sub(r"\.{2,}", ".", name)
+    return name[:100] or fallback

@@ -51,7 +51,7 @@ from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import plots, sweep_summary, tracking
-from pipeline.common import write_json
+from pipeline.common import safe_name, write_json
 from pipeline.config import CONF_DIR, ConfigError, TrackingConfig, to_dict, validate
 from pipeline.progress import ProgressBar
 from pipeline.sweep_summary import FAILED, FINISHED, RESULT_FILE
@@ -314,7 +314,7 @@ def start_sweep(config: DictConfig, reports: str | Path = REPORTS) -> str:
     hc = config.hydra
     cwd = Path(hc.runtime.cwd)
     sweep_dir = sweep_dir_of(hc)
-    name = OmegaConf.select(hc, "runtime.choices.sweep") or ADHOC
+    name = safe_name(OmegaConf.select(hc, "runtime.choices.sweep") or ADHOC)
     base = validate(plain_config(config))
     data_path = cwd / PROCESSED
     if not data_path.exists():

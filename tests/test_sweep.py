@@ -282,6 +282,7 @@ def test_load_results_keeps_only_this_sweeps_points(tmp_path):
 # ---------------------------------------------------------------------------- real sweeps
 def test_tiny_sweep_in_parallel_processes(project):
     """2 x 2 points with joblib (2 workers): one parent, four children, the summary."""
+    before = {p.name for p in project.iterdir()}
     result = run_sweep(
         project,
         "--multirun",
@@ -331,6 +332,9 @@ def test_tiny_sweep_in_parallel_processes(project):
     for job in range(4):  # each point's outputs in its own job folder
         assert (project / "multirun" / str(job) / "model.npz").exists()
         assert (project / "multirun" / str(job) / "history.csv").exists()
+    # and nothing outside the project's own folders
+    written = {p.name for p in project.iterdir()} - before
+    assert written <= {"multirun", "reports", "mlflow.db", "mlflow.db.lock", "mlartifacts"}, written
 
 
 def test_a_diverging_point_fails_alone(bright_project):
