@@ -120,3 +120,20 @@ def test_train_main_reports_a_bad_config_without_a_traceback(project, capsys):
     assert "train.epochs = 0" in err
     assert "Traceback" not in err
     assert not (project / "mlflow.db").exists()  # stopped before any work or tracking
+
+
+def test_training_respects_the_configured_blas_threads(project):
+    from threadpoolctl import threadpool_info
+
+    from mlp import Callback
+    from pipeline.training import load_dataset, train_model
+
+    seen = []
+
+    class Probe(Callback):
+        def on_epoch_end(self, epoch, logs):
+            seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+
+    data = load_dataset(project / "data/processed/mnist.npz")
+    train_model(config(project, "train.blas_threads=1", "train.epochs=2"), data, [Probe()])
+    assert seen == [{1}, {1}]
