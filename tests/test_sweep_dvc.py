@@ -49,7 +49,8 @@ def clone(tmp_path):
     )
     run(["dvc", "repro", "preprocess"], project, env)
     run(["git", "add", "-A"], project, env)
-    run(["git", "commit", "-qm", "baseline for the experiments"], project, env)
+    # (--allow-empty: in a clean clone the working tree may have nothing new to commit)
+    run(["git", "commit", "-qm", "baseline for the experiments", "--allow-empty"], project, env)
     return project, env
 
 
