@@ -33,11 +33,11 @@ from pipeline.config import Config, ConfigError, load_params, to_dict
 from pipeline.train import run_name, write_history
 from pipeline.training import (
     build_model,
+    final_metrics,
     history_rows,
     load_dataset,
     stage_parser,
     test_metrics,
-    train_seconds,
 )
 
 log = logging.getLogger("pipeline.baseline")
@@ -172,11 +172,9 @@ def run(
         )
         probs = keras_model.predict_proba(model, data.X_test, cfg.train.dtype)
         result = test_metrics(data.y_test, probs)
-        result["train_seconds"] = train_seconds(history)
+        final = final_metrics(history)
+        result["train_seconds"] = final.pop("train_seconds")
         rows = history_rows(history)
-        final = {
-            f"final_{k}": v for k, v in rows[-1].items() if k not in ("epoch", "epoch_seconds")
-        }
         tracking.with_retry(tracking.mlflow.log_metrics, {**result, **final})
         info = describe(cfg, model, history, unit)
         info.update(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -20,8 +19,7 @@ import yaml
 
 from pipeline import tracking
 from pipeline.config import ConfigError, validate
-
-SUMMARY = Path("data/processed/summary.json")
+from pipeline.training import SUMMARY, data_digests
 
 
 def recipe(run_id: str, uri: str | None = None, summary: Path = SUMMARY) -> dict:
@@ -49,7 +47,7 @@ def recipe(run_id: str, uri: str | None = None, summary: Path = SUMMARY) -> dict
         for key, value in tags.items()
         if key.startswith("data.sha256.")
     }
-    local = json.loads(summary.read_text()).get("sha256", {}) if summary.exists() else {}
+    local = data_digests(summary)
     digests = {
         name: {"recorded": digest, "local": local.get(name)}
         for name, digest in recorded_digests.items()

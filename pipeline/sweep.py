@@ -59,11 +59,13 @@ from pipeline.train import run_name, write_history
 from pipeline.training import (
     N_CLASSES,
     PROCESSED,
+    SUMMARY,
+    data_digests,
+    final_metrics,
     history_rows,
     load_dataset,
     test_metrics,
     train_model,
-    train_seconds,
 )
 
 log = logging.getLogger("pipeline.sweep")
@@ -227,8 +229,7 @@ def _train_point(
         history_table = history_rows(history)
         last = history_table[-1]
         metrics = {
-            "train_seconds": train_seconds(history),
-            **{f"final_{k}": v for k, v in last.items() if k not in ("epoch", "epoch_seconds")},
+            **final_metrics(history),
             **test_metrics(data.y_test, net.forward(data.X_test)),
         }
         tracking.with_retry(tracking.mlflow.log_metrics, metrics)
@@ -252,7 +253,7 @@ def _train_point(
 def _data_digests(path: Path) -> dict[str, str]:
     """The dataset digests the preprocess stage wrote beside ``path`` (none if absent)."""
     try:
-        return dict(json.loads(path.with_name("summary.json").read_text()).get("sha256", {}))
+        return data_digests(path.with_name(SUMMARY.name))
     except (OSError, ValueError, AttributeError):
         return {}
 

@@ -20,11 +20,11 @@ from pipeline.common import atomic_write, setup_logging, write_json
 from pipeline.config import Config, ConfigError, load_params, to_dict
 from pipeline.progress import ProgressBar
 from pipeline.training import (
+    final_metrics,
     history_rows,
     load_dataset,
     stage_parser,
     train_model,
-    train_seconds,
 )
 
 log = logging.getLogger("pipeline.train")
@@ -79,10 +79,7 @@ def run(
         )
         net, history = train_model(cfg, data, [ProgressBar(), tracking.MlflowCallback()])
         rows = history_rows(history)
-        final = {
-            f"final_{k}": v for k, v in rows[-1].items() if k not in ("epoch", "epoch_seconds")
-        }
-        result = {"train_seconds": train_seconds(history), **final}
+        result = final_metrics(history)
         tracking.with_retry(tracking.mlflow.log_metrics, result)
         net.save(model_path)
         write_history(rows, reports / "history.csv")

@@ -63,10 +63,15 @@ def load_dataset(
     for key in ("y_train", "y_val", "y_test"):
         arrays[key] = arrays[key].astype(np.intp, copy=False)
     summary = Path(summary) if summary is not None else path.with_name(SUMMARY.name)
-    digests = {}
-    if summary.exists():
-        digests = dict(json.loads(summary.read_text()).get("sha256", {}))
-    return Dataset(**arrays, digests=digests)
+    return Dataset(**arrays, digests=data_digests(summary))
+
+
+def data_digests(summary: str | Path = SUMMARY) -> dict[str, str]:
+    """The SHA-256 of each source file, from the preprocess stage's summary (none if absent)."""
+    summary = Path(summary)
+    if not summary.exists():
+        return {}
+    return dict(json.loads(summary.read_text()).get("sha256", {}))
 
 
 def build_model(cfg: Config, n_inputs: int = 784, n_classes: int = N_CLASSES) -> MLP:
@@ -121,6 +126,13 @@ def train_model(
 def train_seconds(history: dict[str, list[float]]) -> float:
     """Wall seconds spent training (validation passes excluded)."""
     return float(sum(history["seconds"]))
+
+
+def final_metrics(history: dict[str, list[float]]) -> dict[str, float]:
+    """``train_seconds``, and the last epoch's row as ``final_train_loss``, ``final_val_loss``..."""
+    last = history_rows(history)[-1]
+    final = {f"final_{k}": v for k, v in last.items() if k not in ("epoch", "epoch_seconds")}
+    return {"train_seconds": train_seconds(history), **final}
 
 
 def test_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
