@@ -139,3 +139,23 @@ def clone_working_tree(dest: Path) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
     return dest
+
+
+@pytest.fixture
+def clean_mlflow_state():
+    """No tracking URI from outside, and none left behind (mlflow.set_tracking_uri sets the
+    environment variable); no active run left behind."""
+    import mlflow
+
+    from pipeline import tracking
+
+    keys = ("MLFLOW_TRACKING_URI", *tracking._HTTP_DEFAULTS)
+    saved = {key: os.environ.pop(key, None) for key in keys}
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    for key, value in saved.items():
+        os.environ.pop(key, None)
+        if value is not None:
+            os.environ[key] = value

@@ -23,7 +23,7 @@ from pipeline import tracking
 from pipeline.progress import ProgressBar
 
 ROOT = Path(__file__).resolve().parents[1]
-_ENV_KEYS = ("MLFLOW_TRACKING_URI", *tracking._HTTP_DEFAULTS)
+pytestmark = pytest.mark.usefixtures("clean_mlflow_state")
 
 CONFIG = {
     "seed": 0,
@@ -31,21 +31,6 @@ CONFIG = {
     "optimizer": {"name": "sgd", "learning_rate": 0.1},
     "train": {"epochs": 2, "batch_size": 32, "shuffle": True, "blas_threads": None},
 }
-
-
-@pytest.fixture(autouse=True)
-def clean_mlflow_state():
-    """No tracking URI from outside, and none left behind (mlflow.set_tracking_uri sets the
-    environment variable); no active run left behind."""
-    saved = {key: os.environ.pop(key, None) for key in _ENV_KEYS}
-    yield
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
-    for key, value in saved.items():
-        os.environ.pop(key, None)
-        if value is not None:
-            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

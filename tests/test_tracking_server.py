@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import urllib.parse
 import urllib.request
 
-import mlflow
 import numpy as np
 import pytest
 import yaml
@@ -15,7 +13,7 @@ import yaml
 import mlp
 from pipeline import tracking
 
-_ENV_KEYS = ("MLFLOW_TRACKING_URI", *tracking._HTTP_DEFAULTS)
+pytestmark = pytest.mark.usefixtures("clean_mlflow_state")
 CONFIG = {
     "seed": 0,
     "model": {"layer_sizes": [8, 6, 3]},
@@ -35,19 +33,6 @@ def _post(url: str, body: dict) -> dict:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
-
-
-@pytest.fixture(autouse=True)
-def clean_mlflow_state():
-    saved = {key: os.environ.pop(key, None) for key in _ENV_KEYS}
-    yield
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
-    for key, value in saved.items():
-        os.environ.pop(key, None)
-        if value is not None:
-            os.environ[key] = value
 
 
 def _experiment_id(url: str, name: str) -> str:
