@@ -185,23 +185,3 @@ class Adam(Optimizer):
             denom = np.sqrt(v * v_scale)
             denom += self.epsilon
             p -= self.learning_rate * (m * m_scale) / denom
-
-
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
-
-
-def get(name: str, **kwargs) -> Optimizer:
-    """Build the optimiser called ``name`` (``sgd``, ``momentum``, ``nesterov`` or ``adam``)."""
-    if name == "momentum":
-        kwargs.setdefault("momentum", 0.9)
-        return SGD(**kwargs)
-    if name == "nesterov":
-        kwargs.setdefault("momentum", 0.9)
-        return SGD(nesterov=True, **kwargs)
-    try:
-        cls = OPTIMIZERS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown optimizer {name!r}; choose one of sgd, momentum, nesterov, adam"
-        ) from None
-    return cls(**kwargs)

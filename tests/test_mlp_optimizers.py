@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from mlp import SGD, Adam, Optimizer
-from mlp import optimizers as opt_module
 
 
 def _problem(seed: int = 0):
@@ -226,18 +225,6 @@ def test_non_finite_weight_decay_raises(cls, decay):
     """Regression: NaN and inf once passed a `< 0` check and poisoned every weight matrix."""
     with pytest.raises(ValueError, match="weight_decay"):
         cls(0.01, weight_decay=decay)
-
-
-def test_get_builds_optimizers_by_name():
-    momentum = opt_module.get("momentum", learning_rate=0.1)
-    assert isinstance(momentum, SGD)
-    assert (momentum.momentum, momentum.nesterov) == (0.9, False)
-    nesterov = opt_module.get("nesterov", learning_rate=0.1)
-    assert (nesterov.momentum, nesterov.nesterov) == (0.9, True)
-    assert isinstance(opt_module.get("adam"), Adam)
-    assert opt_module.get("sgd", learning_rate=0.2).config()["learning_rate"] == 0.2
-    with pytest.raises(ValueError, match="unknown optimizer"):
-        opt_module.get("rmsprop")
 
 
 def test_only_plain_sgd_folds_its_learning_rate():
