@@ -24,12 +24,16 @@ import numpy as np
 from mlp.activations import Activation
 
 
-def _as_dense(target: np.ndarray, n_out: int, dtype: np.dtype) -> np.ndarray:
-    if target.ndim == 1:
-        dense = np.zeros((target.shape[0], n_out), dtype=dtype)
-        dense[np.arange(target.shape[0]), target] = 1
-        return dense
-    return target
+def one_hot(labels: np.ndarray, n_classes: int, dtype: np.dtype) -> np.ndarray:
+    """Integer labels ``(M,)`` as one-hot rows ``(M, n_classes)`` of ``dtype``."""
+    dense = np.zeros((labels.shape[0], n_classes), dtype=dtype)
+    dense[np.arange(labels.shape[0]), labels] = 1
+    return dense
+
+
+def _dense(target: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """2-D targets as they are; integer labels as one-hot rows shaped and typed like ``output``."""
+    return target if target.ndim == 2 else one_hot(target, output.shape[1], output.dtype)
 
 
 class Loss:
@@ -97,13 +101,13 @@ class SumSquaredError(Loss):
     name = "sse"
 
     def sum(self, output: np.ndarray, target: np.ndarray) -> float:
-        diff = output - _as_dense(target, output.shape[1], output.dtype)
+        diff = output - _dense(target, output)
         return float(0.5 * np.sum(diff * diff))
 
     def output_delta(
         self, output: np.ndarray, target: np.ndarray, activation: Activation, scale: float = 1.0
     ) -> np.ndarray:
-        grad = output - _as_dense(target, output.shape[1], output.dtype)  # dL/da = a - y (eq. 72)
+        grad = output - _dense(target, output)  # dL/da = a - y (eq. 72)
         grad *= scale / output.shape[0]
         return activation.backward(output, grad)
 

@@ -338,7 +338,7 @@ class MLP:
         # example's true class is gathered into `p_true`, and the epoch's loss and accuracy are
         # computed from it and from the recorded predictions once per epoch.
         labels = y.ndim == 1
-        targets = _one_hot(y, n_out, self.dtype) if labels else y
+        targets = _losses.one_hot(y, n_out, self.dtype) if labels else y
         fused_ce = labels and isinstance(loss, _losses.CrossEntropy)
         predicted = np.empty(n, np.intp)
         if fused_ce:
@@ -505,12 +505,6 @@ class MLP:
                         )
                     target[...] = array
         return net
-
-
-def _one_hot(labels: np.ndarray, n_classes: int, dtype: np.dtype) -> np.ndarray:
-    dense = np.zeros((labels.shape[0], n_classes), dtype=dtype)
-    dense[np.arange(labels.shape[0]), labels] = 1
-    return dense
 
 
 def _predicted_classes(out: np.ndarray) -> np.ndarray:
