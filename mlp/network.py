@@ -317,11 +317,11 @@ class MLP:
         params = [*self.weights, *self.biases]
         # Plain SGD folds its learning rate into the output error: backpropagation then yields
         # the updates themselves, and a step is one subtraction per parameter.
-        error_scale = optimizer.fold_scale()
+        error_scale = optimizer._fold_scale()
         if error_scale is None:
             error_scale, step_parameters = 1.0, optimizer.step
         else:
-            step_parameters = optimizer.step_scaled
+            step_parameters = optimizer._step_scaled
         dW = [np.empty_like(W) for W in self.weights]
         db = [np.empty_like(b) for b in self.biases]
         grads = [*dW, *db]

@@ -37,28 +37,32 @@ def _check_fraction(name: str, value: float, *, allow_zero: bool) -> float:
 
 
 class Optimizer:
+    """The interface of an optimiser: :meth:`step` and :meth:`config`.
+
+    Subclass it and implement both to train :meth:`mlp.MLP.fit` with a rule of your own.
+    """
+
     learning_rate: float
     weight_decay: float = 0.0
 
     def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        """Update every array of ``params`` in place from ``grads`` (which it may overwrite)."""
         raise NotImplementedError
 
     def config(self) -> dict:
         """The constructor arguments, to log or to rebuild the optimiser."""
         raise NotImplementedError
 
-    def fold_scale(self) -> float | None:
-        """A factor a caller may fold into the gradients, or ``None``.
-
-        Plain SGD's update is ``param -= learning_rate * grad``. A caller that computes the
-        gradients already multiplied by this factor (``MLP.fit`` scales the output error: one
-        multiply on a ``(batch, n_out)`` array) then calls :meth:`step_scaled`, which is one
-        subtraction per parameter instead of a multiply and a subtraction over every weight.
-        """
+    # The folded step: a private contract between ``MLP.fit`` and the optimisers of this module.
+    # Plain SGD's update is ``param -= learning_rate * grad``. When ``_fold_scale()`` returns a
+    # factor, ``fit`` multiplies the output error by it (one multiply on a ``(batch, n_out)``
+    # array), so backpropagation yields the gradients already scaled, and calls ``_step_scaled``:
+    # one subtraction per parameter instead of a multiply and a subtraction over every weight.
+    # ``None`` (the default, and what any other optimiser inherits) means ``fit`` calls ``step``.
+    def _fold_scale(self) -> float | None:
         return None
 
-    def step_scaled(self, params: list[np.ndarray], scaled_grads: list[np.ndarray]) -> None:
-        """Update from gradients already multiplied by :meth:`fold_scale`."""
+    def _step_scaled(self, params: list[np.ndarray], scaled_grads: list[np.ndarray]) -> None:
         raise NotImplementedError(f"{type(self).__name__} has no folded step")
 
     def _decayed(self, params: list[np.ndarray], grads: list[np.ndarray]) -> list[np.ndarray]:
@@ -101,13 +105,13 @@ class SGD(Optimizer):
             "weight_decay": self.weight_decay,
         }
 
-    def fold_scale(self) -> float | None:
+    def _fold_scale(self) -> float | None:
         plain = not self.momentum and not self.weight_decay
         return self.learning_rate if plain else None
 
-    def step_scaled(self, params: list[np.ndarray], scaled_grads: list[np.ndarray]) -> None:
-        if self.fold_scale() is None:
-            raise ValueError("step_scaled is for plain SGD (no momentum, no weight decay)")
+    def _step_scaled(self, params: list[np.ndarray], scaled_grads: list[np.ndarray]) -> None:
+        if self._fold_scale() is None:
+            raise ValueError("_step_scaled is for plain SGD (no momentum, no weight decay)")
         for p, update in zip(params, scaled_grads, strict=True):
             p -= update
 

@@ -227,17 +227,32 @@ def test_non_finite_weight_decay_raises(cls, decay):
         cls(0.01, weight_decay=decay)
 
 
+# ------------------------------------------------------------- the folded step (fit's contract)
+class _Custom(Optimizer):
+    def step(self, params, grads):
+        pass
+
+
 def test_only_plain_sgd_folds_its_learning_rate():
-    assert SGD(0.1).fold_scale() == 0.1
-    assert SGD(0.1, momentum=0.9).fold_scale() is None
-    assert SGD(0.1, weight_decay=1e-4).fold_scale() is None
-    assert Adam(0.01).fold_scale() is None
+    assert SGD(0.1)._fold_scale() == 0.1
+    assert SGD(0.1, momentum=0.9)._fold_scale() is None
+    assert SGD(0.1, weight_decay=1e-4)._fold_scale() is None
+    assert Adam(0.01)._fold_scale() is None
+    assert _Custom()._fold_scale() is None  # an optimiser of one's own gets plain step calls
 
 
 def test_folded_step_subtracts_the_scaled_gradient_and_nothing_else():
     W = np.array([[1.0, 2.0], [3.0, 4.0]])
     update = np.array([[0.5, -0.5], [0.25, 0.0]])
-    SGD(0.3).step_scaled([W], [update.copy()])
+    SGD(0.3)._step_scaled([W], [update.copy()])
     np.testing.assert_array_equal(W, [[0.5, 2.5], [2.75, 4.0]])
     with pytest.raises(ValueError, match="plain SGD"):
-        SGD(0.3, momentum=0.5).step_scaled([W], [update])
+        SGD(0.3, momentum=0.5)._step_scaled([W], [update])
+    with pytest.raises(NotImplementedError):
+        _Custom()._step_scaled([W], [update])
+
+
+def test_the_folded_step_is_not_public_api():
+    for optimizer in (SGD(0.1), Adam(0.01)):
+        assert not hasattr(optimizer, "fold_scale")
+        assert not hasattr(optimizer, "step_scaled")

@@ -223,7 +223,7 @@ class UnfoldedSGD(mlp.Optimizer):
 def _assert_same_parameters(net: MLP, twin: MLP, optimizer: mlp.Optimizer) -> None:
     pairs = zip((*net.weights, *net.biases), (*twin.weights, *twin.biases), strict=True)
     for p, q in pairs:
-        if optimizer.fold_scale() is None:
+        if optimizer._fold_scale() is None:
             assert np.array_equal(p, q)
         else:
             # Plain SGD folds the learning rate into the output error (lr * delta, then the
