@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlp import rules
+
 
 @dataclass(frozen=True)
 class Activation:
@@ -99,10 +101,6 @@ HIDDEN_ACTIVATIONS = tuple(name for name, act in ACTIVATIONS.items() if act.elem
 
 
 def get(name: str) -> Activation:
-    """The activation called ``name``; a ``ValueError`` that lists the known ones otherwise."""
-    try:
-        return ACTIVATIONS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}"
-        ) from None
+    """The activation called ``name``; a :class:`~mlp.rules.ParameterError` (``activations must be
+    one of ...``, named after :class:`mlp.MLP`'s argument) listing the known ones otherwise."""
+    return ACTIVATIONS[rules.one_of("activations", name, ACTIVATIONS)]

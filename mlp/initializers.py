@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mlp import rules
+
 Initializer = Callable[[np.random.Generator, int, int], np.ndarray]
 
 
@@ -47,10 +49,6 @@ INITIALIZERS: dict[str, Initializer] = {
 
 
 def get(name: str) -> Initializer:
-    """The initialiser called ``name``; a ``ValueError`` that lists the known ones otherwise."""
-    try:
-        return INITIALIZERS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown init {name!r}; choose one of {', '.join(INITIALIZERS)}"
-        ) from None
+    """The initialiser called ``name``; a :class:`~mlp.rules.ParameterError` (``init must be one
+    of ...``) listing the known ones otherwise."""
+    return INITIALIZERS[rules.one_of("init", name, INITIALIZERS)]

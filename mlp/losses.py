@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlp import rules
 from mlp.activations import Activation
 
 
@@ -116,8 +117,6 @@ LOSSES: dict[str, Loss] = {loss.name: loss for loss in (CrossEntropy(), SumSquar
 
 
 def get(name: str) -> Loss:
-    """The loss called ``name``; a ``ValueError`` that lists the known ones otherwise."""
-    try:
-        return LOSSES[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None
+    """The loss called ``name``; a :class:`~mlp.rules.ParameterError` (``loss must be one of
+    ...``) listing the known ones otherwise."""
+    return LOSSES[rules.one_of("loss", name, LOSSES)]

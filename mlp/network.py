@@ -33,10 +33,12 @@ import numpy as np
 from mlp import activations as _activations
 from mlp import initializers as _initializers
 from mlp import losses as _losses
+from mlp import rules
 from mlp.callbacks import Callback
 from mlp.optimizers import SGD, Optimizer
 
-_DTYPES = {"float32": np.float32, "float64": np.float64}
+#: The floating-point types a network computes in (``MLP(dtype=...)``).
+DTYPES = ("float32", "float64")
 _FORMAT_VERSION = 1
 
 
@@ -65,9 +67,14 @@ class MLP:
             ``softmax`` for the output layer only). Default: ``tanh`` hidden layers and a
             ``softmax`` output.
         loss: ``cross_entropy`` (softmax output only) or ``sse``.
-        init: ``xavier_normal``, ``xavier_uniform``, ``he_normal`` or ``he_uniform``.
+        init: ``xavier_normal``, ``xavier_uniform``, ``he_normal`` or ``he_uniform``
+            (``glorot_normal`` and ``glorot_uniform`` are the Xavier ones by their other name).
         seed: seeds the network's one ``np.random.Generator`` (initial weights, then shuffling).
-        dtype: ``float32`` (default) or ``float64``.
+        dtype: ``float32`` (default) or ``float64``, or what NumPy reads as one of them
+            (``np.float64``, ``"f8"``).
+
+    An unknown name or dtype raises :class:`mlp.ParameterError` naming the argument; other
+    inconsistencies (sizes, an activation or loss in the wrong place) a ``ValueError``.
     """
 
     def __init__(
@@ -115,13 +122,7 @@ class MLP:
         self.loss_name = loss
         initializer = _initializers.get(init)
         self.init = init
-        try:
-            dtype_name = np.dtype(dtype).name
-        except TypeError:
-            dtype_name = None
-        if dtype_name not in _DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
-        self.dtype = np.dtype(_DTYPES[dtype_name])
+        self.dtype = np.dtype(rules.one_of("dtype", _dtype_name(dtype), DTYPES))
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.weights: list[np.ndarray] = []
@@ -295,14 +296,8 @@ class MLP:
         (training wall time of the epoch) and, with ``validation=(X_val, y_val)``, ``val_loss``
         and ``val_accuracy``. A non-finite batch loss raises :class:`DivergenceError`.
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, (int, np.integer))
-            or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        epochs = rules.positive_int("epochs", epochs)
+        batch_size = rules.positive_int("batch_size", batch_size)
         X = self._check_X(X)
         y = self._check_y(y, X.shape[0])
         if validation is not None:
@@ -311,7 +306,7 @@ class MLP:
         optimizer = optimizer if optimizer is not None else SGD(0.01)
 
         n, n_out = X.shape[0], self.layer_sizes[-1]
-        batch_size = min(int(batch_size), n)
+        batch_size = min(batch_size, n)
         steps = math.ceil(n / batch_size)
         loss, out_act = self._loss, self._acts[-1]
         params = [*self.weights, *self.biases]
@@ -505,6 +500,15 @@ class MLP:
                         )
                     target[...] = array
         return net
+
+
+def _dtype_name(dtype: Any) -> Any:
+    """NumPy's name for ``dtype`` (``np.float64``, ``"f8"`` and ``"float64"`` are all
+    ``"float64"``); ``dtype`` itself when NumPy cannot read it."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return dtype
 
 
 def _predicted_classes(out: np.ndarray) -> np.ndarray:

@@ -12,28 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _check_positive(name: str, value: float) -> float:
-    value = float(value)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
-
-
-def _check_non_negative(name: str, value: float) -> float:
-    value = float(value)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value
-
-
-def _check_fraction(name: str, value: float, *, allow_zero: bool) -> float:
-    value = float(value)
-    low_ok = value >= 0 if allow_zero else value > 0
-    if not (low_ok and value < 1):
-        interval = "[0, 1)" if allow_zero else "(0, 1)"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
-    return value
+from mlp import rules
 
 
 class Optimizer:
@@ -88,12 +67,12 @@ class SGD(Optimizer):
         nesterov: bool = False,
         weight_decay: float = 0.0,
     ):
-        self.learning_rate = _check_positive("learning_rate", learning_rate)
-        self.momentum = _check_fraction("momentum", momentum, allow_zero=True)
+        self.learning_rate = rules.positive("learning_rate", learning_rate)
+        self.momentum = rules.fraction("momentum", momentum, allow_zero=True)
         if nesterov and not self.momentum:
-            raise ValueError("nesterov=True needs momentum > 0")
+            raise rules.ParameterError("nesterov", nesterov, "needs momentum > 0")
         self.nesterov = bool(nesterov)
-        self.weight_decay = _check_non_negative("weight_decay", weight_decay)
+        self.weight_decay = rules.non_negative("weight_decay", weight_decay)
         self._velocities: list[np.ndarray] | None = None
 
     def config(self) -> dict:
@@ -153,11 +132,11 @@ class Adam(Optimizer):
         epsilon: float = 1e-8,
         weight_decay: float = 0.0,
     ):
-        self.learning_rate = _check_positive("learning_rate", learning_rate)
-        self.beta1 = _check_fraction("beta1", beta1, allow_zero=True)
-        self.beta2 = _check_fraction("beta2", beta2, allow_zero=True)
-        self.epsilon = _check_positive("epsilon", epsilon)
-        self.weight_decay = _check_non_negative("weight_decay", weight_decay)
+        self.learning_rate = rules.positive("learning_rate", learning_rate)
+        self.beta1 = rules.fraction("beta1", beta1, allow_zero=True)
+        self.beta2 = rules.fraction("beta2", beta2, allow_zero=True)
+        self.epsilon = rules.positive("epsilon", epsilon)
+        self.weight_decay = rules.non_negative("weight_decay", weight_decay)
         self.t = 0
         self._m: list[np.ndarray] | None = None
         self._v: list[np.ndarray] | None = None

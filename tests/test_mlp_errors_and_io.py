@@ -9,7 +9,10 @@ import stat
 import numpy as np
 import pytest
 
-from mlp import MLP, SGD
+from mlp import MLP, SGD, ParameterError
+from mlp.activations import ACTIVATIONS
+from mlp.initializers import INITIALIZERS
+from mlp.losses import LOSSES
 
 
 def _data(n: int = 6, n_features: int = 3, n_classes: int = 2, seed: int = 0):
@@ -21,10 +24,10 @@ def _data(n: int = 6, n_features: int = 3, n_classes: int = 2, seed: int = 0):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"activations": ["swish", "softmax"]}, r"unknown activation 'swish'"),
-        ({"activations": [None, "softmax"]}, r"unknown activation None"),
-        ({"loss": "mse"}, r"unknown loss 'mse'"),
-        ({"init": "orthogonal"}, r"unknown init 'orthogonal'"),
+        ({"activations": ["swish", "softmax"]}, r"^activations must be one of tanh, .*'swish'$"),
+        ({"activations": [None, "softmax"]}, r"^activations must be one of .*, got None$"),
+        ({"loss": "mse"}, r"^loss must be one of cross_entropy, sse, got 'mse'$"),
+        ({"init": "orthogonal"}, r"^init must be one of xavier_uniform, .*, got 'orthogonal'$"),
         ({"activations": ["softmax", "softmax"]}, r"'softmax' is for the output layer only"),
         ({"activations": ["tanh"]}, r"need 2 activations, got 1"),
         ({"activations": ["tanh", "tanh", "softmax"]}, r"need 2 activations, got 3"),
@@ -36,6 +39,24 @@ def _data(n: int = 6, n_features: int = 3, n_classes: int = 2, seed: int = 0):
 def test_bad_configuration_raises(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MLP([3, 4, 2], **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "value", "choices"),
+    [
+        ({"activations": ["tanh", "swish"]}, "activations", "swish", ACTIVATIONS),
+        ({"loss": "mse"}, "loss", "mse", LOSSES),
+        ({"init": "orthogonal"}, "init", "orthogonal", INITIALIZERS),
+        ({"dtype": "float16"}, "dtype", "float16", ("float32", "float64")),
+        ({"dtype": np.int32}, "dtype", "int32", ("float32", "float64")),
+        ({"dtype": "bogus"}, "dtype", "bogus", ("float32", "float64")),
+    ],
+)
+def test_unknown_names_raise_a_parameter_error_that_lists_the_choices(kwargs, name, value, choices):
+    with pytest.raises(ParameterError) as info:
+        MLP([3, 4, 2], **kwargs)
+    assert (info.value.name, info.value.value) == (name, value)
+    assert info.value.rule == f"must be one of {', '.join(choices)}"
 
 
 @pytest.mark.parametrize("output", ["tanh", "sigmoid", "relu", "linear"])
@@ -142,15 +163,23 @@ def test_other_bad_targets_raise(net):
 @pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, None])
 def test_bad_batch_size_raises(net, batch_size):
     X, y = _data()
-    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+    with pytest.raises(ParameterError, match="batch_size must be an integer >= 1") as info:
         net.fit(X, y, batch_size=batch_size)
+    assert (info.value.name, info.value.value) == ("batch_size", batch_size)
 
 
 @pytest.mark.parametrize("epochs", [0, -3, 1.0, False])
 def test_bad_epochs_raise(net, epochs):
     X, y = _data()
-    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+    with pytest.raises(ParameterError, match="epochs must be an integer >= 1") as info:
         net.fit(X, y, epochs=epochs)
+    assert (info.value.name, info.value.value) == ("epochs", epochs)
+
+
+def test_numpy_integers_are_accepted_for_epochs_and_batch_size(net):
+    X, y = _data()
+    history = net.fit(X, y, epochs=np.int64(2), batch_size=np.int32(4))
+    assert history["epoch"] == [1, 2]
 
 
 def test_bad_validation_data_raises(net):

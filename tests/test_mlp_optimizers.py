@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mlp import SGD, Adam, Optimizer
+from mlp.rules import ParameterError
 
 
 def _problem(seed: int = 0):
@@ -179,22 +180,31 @@ def test_zero_weight_decay_changes_nothing():
 
 
 # --------------------------------------------------------------------------------------- errors
+def _raises_parameter_error(name: str, value, build) -> ParameterError:
+    """``build()`` raises a ParameterError naming the constructor argument ``name``."""
+    with pytest.raises(ParameterError, match=name) as info:
+        build()
+    assert info.value.name == name
+    assert info.value.value is value
+    return info.value
+
+
 @pytest.mark.parametrize("lr", [0.0, -0.1, math.nan, math.inf])
 @pytest.mark.parametrize("cls", [SGD, Adam])
 def test_invalid_learning_rate_raises(cls, lr):
-    with pytest.raises(ValueError, match="learning_rate"):
-        cls(lr)
+    error = _raises_parameter_error("learning_rate", lr, lambda: cls(lr))
+    assert error.rule == "must be a finite number > 0"
 
 
 @pytest.mark.parametrize("momentum", [-0.1, 1.0, 1.5, math.nan])
 def test_invalid_momentum_raises(momentum):
-    with pytest.raises(ValueError, match="momentum"):
-        SGD(0.1, momentum=momentum)
+    error = _raises_parameter_error("momentum", momentum, lambda: SGD(0.1, momentum=momentum))
+    assert error.rule == "must be in [0, 1)"
 
 
 def test_nesterov_without_momentum_raises():
-    with pytest.raises(ValueError, match="nesterov"):
-        SGD(0.1, nesterov=True)
+    error = _raises_parameter_error("nesterov", True, lambda: SGD(0.1, nesterov=True))
+    assert str(error) == "nesterov needs momentum > 0, got True"
 
 
 @pytest.mark.parametrize(
@@ -209,22 +219,25 @@ def test_nesterov_without_momentum_raises():
     ],
 )
 def test_invalid_adam_hyper_parameters_raise(kwargs, name):
-    with pytest.raises(ValueError, match=name):
-        Adam(0.001, **kwargs)
+    _raises_parameter_error(name, kwargs[name], lambda: Adam(0.001, **kwargs))
 
 
 @pytest.mark.parametrize("cls", [SGD, Adam])
 def test_negative_weight_decay_raises(cls):
-    with pytest.raises(ValueError, match="weight_decay"):
-        cls(0.01, weight_decay=-0.1)
+    error = _raises_parameter_error("weight_decay", -0.1, lambda: cls(0.01, weight_decay=-0.1))
+    assert error.rule == "must be a finite number >= 0"
 
 
 @pytest.mark.parametrize("decay", [math.nan, math.inf])
 @pytest.mark.parametrize("cls", [SGD, Adam])
 def test_non_finite_weight_decay_raises(cls, decay):
     """Regression: NaN and inf once passed a `< 0` check and poisoned every weight matrix."""
-    with pytest.raises(ValueError, match="weight_decay"):
-        cls(0.01, weight_decay=decay)
+    _raises_parameter_error("weight_decay", decay, lambda: cls(0.01, weight_decay=decay))
+
+
+def test_parameter_errors_are_value_errors():
+    with pytest.raises(ValueError, match=r"^learning_rate must be a finite number > 0, got 0$"):
+        SGD(0)
 
 
 # ------------------------------------------------------------- the folded step (fit's contract)
