@@ -294,147 +294,32 @@ class MLP:
         (``shuffle=False``: in the given order). History keys: ``epoch``, ``loss`` and
         ``accuracy`` (running means over the epoch's batches, as Keras reports them), ``seconds``
         (training wall time of the epoch) and, with ``validation=(X_val, y_val)``, ``val_loss``
-        and ``val_accuracy``. A non-finite batch loss raises :class:`DivergenceError`.
+        and ``val_accuracy``. The default optimiser is ``SGD(0.01)``. A non-finite batch loss
+        raises :class:`DivergenceError`.
         """
         epochs = rules.positive_int("epochs", epochs)
         batch_size = rules.positive_int("batch_size", batch_size)
         X = self._check_X(X)
         y = self._check_y(y, X.shape[0])
         if validation is not None:
-            X_val = self._check_X(validation[0], "X_val")
-            y_val = self._check_y(validation[1], X_val.shape[0], "y_val", "X_val")
+            validation = self._check_validation(validation)
         optimizer = optimizer if optimizer is not None else SGD(0.01)
-
-        n, n_out = X.shape[0], self.layer_sizes[-1]
-        batch_size = min(batch_size, n)
-        steps = math.ceil(n / batch_size)
-        loss, out_act = self._loss, self._acts[-1]
-        params = [*self.weights, *self.biases]
-        # Plain SGD folds its learning rate into the output error: backpropagation then yields
-        # the updates themselves, and a step is one subtraction per parameter.
-        error_scale = optimizer._fold_scale()
-        if error_scale is None:
-            error_scale, step_parameters = 1.0, optimizer.step
-        else:
-            step_parameters = optimizer._step_scaled
-        dW = [np.empty_like(W) for W in self.weights]
-        db = [np.empty_like(b) for b in self.biases]
-        grads = [*dW, *db]
-        # Buffers reused by every step: activations and errors of each layer.
-        act_buffers = [np.empty((batch_size, k), self.dtype) for k in self.layer_sizes[1:]]
-        err_buffers = [np.empty((batch_size, k), self.dtype) for k in self.layer_sizes[1:-1]]
-        last = n - (steps - 1) * batch_size  # size of the last, possibly partial, batch
-        last_act_buffers = [b[:last] for b in act_buffers]
-        last_err_buffers = [b[:last] for b in err_buffers]
-        ones = np.ones(batch_size, self.dtype)
-
-        # Integer labels: the loss needs dense one-hot targets; the bookkeeping uses the labels.
-        # Softmax + cross-entropy then needs no per-step loss computation: the probability of each
-        # example's true class is gathered into `p_true`, and the epoch's loss and accuracy are
-        # computed from it and from the recorded predictions once per epoch.
-        labels = y.ndim == 1
-        targets = _losses.one_hot(y, n_out, self.dtype) if labels else y
-        fused_ce = labels and isinstance(loss, _losses.CrossEntropy)
-        predicted = np.empty(n, np.intp)
-        if fused_ce:
-            p_true = np.empty(n, self.dtype)
-            eps = np.finfo(self.dtype).eps
-        # The class of every example, in the epoch's order (for the running accuracy).
-        classes = y if labels else _true_classes(targets)
-        true_label = classes
-        if shuffle:
-            X_batch = np.empty((batch_size, X.shape[1]), X.dtype)
-            T_batch = np.empty((batch_size, targets.shape[1]), targets.dtype)
-            true_label = np.empty_like(classes)
-
+        trainer = _Trainer(self, X, y, batch_size, optimizer, shuffle)
         callbacks = list(callbacks)
-        batch_callbacks = [
-            c for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end
-        ]
+        batch_callbacks = [c for c in callbacks if _overrides(c, "on_batch_end")]
         history: dict[str, list[float]] = {"epoch": [], "loss": [], "accuracy": [], "seconds": []}
         if validation is not None:
             history["val_loss"], history["val_accuracy"] = [], []
-        info = {
-            "epochs": epochs,
-            "steps_per_epoch": steps,
-            "n_samples": n,
-            "batch_size": batch_size,
-        }
+
         self.stop_training = False
         for cb in callbacks:
-            cb.on_train_begin(self, info)
-
+            cb.on_train_begin(self, trainer.info(epochs))
         # Overflow is detected through the loss (DivergenceError), not as warnings.
         with np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(1, epochs + 1):
                 for cb in callbacks:
                     cb.on_epoch_begin(epoch)
-                start = time.perf_counter()
-                if shuffle:
-                    order = self.rng.permutation(n)
-                    # mode="clip" skips the bounds-checked copy NumPy makes for out=; `order` is a
-                    # permutation of range(n), so every index is valid.
-                    np.take(classes, order, out=true_label, mode="clip")
-                if fused_ce:
-                    # Flat index of each example's true class inside its batch's output block.
-                    true_flat = (np.arange(n) % batch_size) * n_out + true_label
-                loss_sum = 0.0
-                for step in range(steps):
-                    lo = step * batch_size
-                    hi = lo + batch_size
-                    if shuffle:
-                        idx = order[lo:hi]
-                        m = idx.shape[0]
-                        Xb = X.take(idx, axis=0, out=X_batch[:m], mode="clip")
-                        Tb = targets.take(idx, axis=0, out=T_batch[:m], mode="clip")
-                    else:
-                        Xb, Tb = X[lo:hi], targets[lo:hi]
-                    full = hi <= n
-                    outputs = self._forward(Xb, act_buffers if full else last_act_buffers)
-                    out = outputs[-1]
-                    if fused_ce:
-                        batch_p = np.take(out, true_flat[lo:hi], out=p_true[lo:hi], mode="clip")
-                        batch_loss = np.add.reduce(
-                            batch_p
-                        )  # finite exactly when every row of out is
-                        if not math.isfinite(batch_loss):
-                            raise DivergenceError(epoch, step + 1, steps, float("nan"))
-                    else:
-                        batch_loss = loss.sum(out, Tb)
-                        if not math.isfinite(batch_loss):
-                            raise DivergenceError(epoch, step + 1, steps, batch_loss)
-                        loss_sum += batch_loss
-                    if n_out > 1:
-                        out.argmax(axis=1, out=predicted[lo:hi])
-                    else:
-                        np.greater(out[:, 0], 0.5, out=predicted[lo:hi], casting="unsafe")
-                    delta = loss.output_delta(out, Tb, out_act, error_scale)
-                    if full:
-                        self._backward(outputs, delta, dW, db, err_buffers, ones)
-                    else:
-                        self._backward(outputs, delta, dW, db, last_err_buffers, ones[:last])
-                    step_parameters(params, grads)
-                    if batch_callbacks:
-                        if fused_ce:
-                            batch_loss = -np.log(np.clip(batch_p, eps, 1 - eps)).sum()
-                        mean_loss = float(batch_loss) / Xb.shape[0]
-                        for cb in batch_callbacks:
-                            cb.on_batch_end(epoch, step + 1, mean_loss)
-                if fused_ce:
-                    loss_sum = float(-np.log(np.clip(p_true, eps, 1 - eps), dtype=np.float64).sum())
-                accuracy = np.count_nonzero(predicted == _true_classes(true_label)) / n
-                seconds = time.perf_counter() - start
-                logs = {
-                    "epoch": epoch,
-                    "loss": loss_sum / n,
-                    "accuracy": accuracy,
-                    "seconds": seconds,
-                }
-                if validation is not None:
-                    val_out = self._forward(X_val)[-1]
-                    logs["val_loss"] = loss.value(val_out, y_val)
-                    val_pred = _predicted_classes(val_out)
-                    logs["val_accuracy"] = float(np.mean(val_pred == _true_classes(y_val)))
+                logs = self._train_epoch(trainer, epoch, batch_callbacks, validation)
                 for key, value in logs.items():
                     history[key].append(value)
                 for cb in callbacks:
@@ -444,6 +329,33 @@ class MLP:
         for cb in callbacks:
             cb.on_train_end(history)
         return history
+
+    def _check_validation(self, validation: tuple[Any, Any]) -> tuple[np.ndarray, np.ndarray]:
+        X_val = self._check_X(validation[0], "X_val")
+        return X_val, self._check_y(validation[1], X_val.shape[0], "y_val", "X_val")
+
+    def _train_epoch(
+        self,
+        trainer: _Trainer,
+        epoch: int,
+        batch_callbacks: list[Callback],
+        validation: tuple[np.ndarray, np.ndarray] | None,
+    ) -> dict[str, float]:
+        """Train one epoch; return its row of the history (``seconds``: the training alone)."""
+        start = time.perf_counter()
+        loss, accuracy = trainer.run_epoch(epoch, batch_callbacks)
+        seconds = time.perf_counter() - start
+        logs = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "seconds": seconds}
+        if validation is not None:
+            logs.update(self._validation_logs(*validation))
+        return logs
+
+    def _validation_logs(self, X_val: np.ndarray, y_val: np.ndarray) -> dict[str, float]:
+        """``val_loss`` and ``val_accuracy`` of the current weights on checked data."""
+        out = self._forward(X_val)[-1]
+        val_loss = self._loss.value(out, y_val)
+        val_accuracy = float(np.mean(_predicted_classes(out) == _true_classes(y_val)))
+        return {"val_loss": val_loss, "val_accuracy": val_accuracy}
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
@@ -511,6 +423,12 @@ def _dtype_name(dtype: Any) -> Any:
         return dtype
 
 
+def _overrides(callback: Callback, hook: str) -> bool:
+    """Whether ``callback``'s class implements ``hook`` (``fit`` skips the others' per-batch
+    calls)."""
+    return getattr(type(callback), hook) is not getattr(Callback, hook)
+
+
 def _predicted_classes(out: np.ndarray) -> np.ndarray:
     """Arg-max of each row; ``out > 0.5`` for a single output unit."""
     if out.shape[1] == 1:
@@ -523,3 +441,258 @@ def _true_classes(target: np.ndarray) -> np.ndarray:
     if target.ndim == 1:
         return target
     return _predicted_classes(target)
+
+
+# ---------------------------------------------------------------------------- training machinery
+class _StepBuffers:
+    """The arrays a training step writes into, for batches of one size ``m``.
+
+    ``activations``: one ``(m, n_l)`` array per layer (``A^1 .. A^N``); ``errors``: one per hidden
+    layer (``Delta^1 .. Delta^{N-1}``; the loss makes the output error, for softmax +
+    cross-entropy in place in ``A^N``); ``ones``: ``m`` ones (``dC/db = ones @ Delta``); ``X`` and
+    ``T``: where a shuffled batch of inputs and targets is gathered (``None`` without shuffling,
+    when batches are slices of the data).
+    """
+
+    __slots__ = ("T", "X", "activations", "errors", "ones")
+
+    def __init__(self, X, T, activations, errors, ones):
+        self.X, self.T, self.activations, self.errors, self.ones = X, T, activations, errors, ones
+
+    @classmethod
+    def allocate(
+        cls, m: int, layer_sizes: list[int], dtype: np.dtype, gather_from: tuple | None
+    ) -> _StepBuffers:
+        """Buffers for batches of ``m`` rows; ``gather_from=(X, targets)`` to shuffle from."""
+        X = T = None
+        if gather_from is not None:
+            X = np.empty((m, gather_from[0].shape[1]), gather_from[0].dtype)
+            T = np.empty((m, gather_from[1].shape[1]), gather_from[1].dtype)
+        return cls(
+            X,
+            T,
+            [np.empty((m, k), dtype) for k in layer_sizes[1:]],
+            [np.empty((m, k), dtype) for k in layer_sizes[1:-1]],
+            np.ones(m, dtype),
+        )
+
+    def head(self, m: int) -> _StepBuffers:
+        """The same memory for a smaller batch of ``m`` rows (views of the first ``m``)."""
+        return _StepBuffers(
+            None if self.X is None else self.X[:m],
+            None if self.T is None else self.T[:m],
+            [a[:m] for a in self.activations],
+            [e[:m] for e in self.errors],
+            self.ones[:m],
+        )
+
+
+class _EpochRecord:
+    """What an epoch's history row is computed from: each batch's predictions and loss, taken
+    from the batch's outputs before its step (the running means Keras reports).
+
+    Subclasses differ in how the loss is kept; :meth:`batch` also raises :class:`DivergenceError`
+    as soon as a batch's loss is not finite.
+    """
+
+    def __init__(self, n: int, batch_size: int, steps: int):
+        self.n, self.batch_size, self.steps = n, batch_size, steps
+        self.predicted = np.empty(n, np.intp)
+        self.epoch = 0
+        self.true_label: np.ndarray | None = None
+
+    def begin(self, epoch: int, true_label: np.ndarray) -> None:
+        """Start epoch ``epoch``; ``true_label`` is every example's class in the epoch's order."""
+        self.epoch, self.true_label = epoch, true_label
+
+    def batch(self, out: np.ndarray, target: np.ndarray, lo: int, hi: int) -> None:
+        """Record the batch of rows ``lo:hi`` (in the epoch's order) from its outputs."""
+        raise NotImplementedError
+
+    def batch_mean_loss(self, lo: int, hi: int) -> float:
+        """The mean loss of the batch just recorded (for ``on_batch_end``)."""
+        raise NotImplementedError
+
+    def epoch_loss(self) -> float:
+        """The mean loss over the epoch's examples."""
+        raise NotImplementedError
+
+    def epoch_accuracy(self) -> float:
+        return np.count_nonzero(self.predicted == self.true_label) / self.n
+
+    def _predictions(self, out: np.ndarray, lo: int, hi: int) -> None:
+        # As _predicted_classes, written into the epoch's array.
+        if out.shape[1] > 1:
+            out.argmax(axis=1, out=self.predicted[lo:hi])
+        else:
+            np.greater(out[:, 0], 0.5, out=self.predicted[lo:hi], casting="unsafe")
+
+    def _diverged(self, lo: int, loss: float) -> DivergenceError:
+        return DivergenceError(self.epoch, lo // self.batch_size + 1, self.steps, loss)
+
+
+class _LossRecord(_EpochRecord):
+    """Any loss and targets: every batch's summed loss from :meth:`Loss.sum`."""
+
+    def __init__(self, n: int, batch_size: int, steps: int, loss: _losses.Loss):
+        super().__init__(n, batch_size, steps)
+        self.loss = loss
+        self.loss_sum = self.last_loss = 0.0
+
+    def begin(self, epoch: int, true_label: np.ndarray) -> None:
+        super().begin(epoch, true_label)
+        self.loss_sum = 0.0
+
+    def batch(self, out: np.ndarray, target: np.ndarray, lo: int, hi: int) -> None:
+        batch_loss = self.loss.sum(out, target)
+        if not math.isfinite(batch_loss):
+            raise self._diverged(lo, batch_loss)
+        self.loss_sum += batch_loss
+        self.last_loss = batch_loss
+        self._predictions(out, lo, hi)
+
+    def batch_mean_loss(self, lo: int, hi: int) -> float:
+        return self.last_loss / (min(hi, self.n) - lo)
+
+    def epoch_loss(self) -> float:
+        return self.loss_sum / self.n
+
+
+class _FusedCrossEntropyRecord(_EpochRecord):
+    """Softmax + cross-entropy with integer labels: no loss is computed per step.
+
+    A step gathers the probability each example gives its true class into ``p_true`` (one
+    ``take`` on the batch's outputs); the epoch's loss is computed from all of them at once, with
+    the probabilities clipped by the dtype's eps as in :meth:`CrossEntropy.sum`.
+    """
+
+    def __init__(self, n: int, batch_size: int, steps: int, n_out: int, dtype: np.dtype):
+        super().__init__(n, batch_size, steps)
+        self.p_true = np.empty(n, dtype)
+        self.eps = np.finfo(dtype).eps
+        # Where each example's row starts in its batch's (m, n_out) output block, flattened.
+        self.row_start = (np.arange(n) % batch_size) * n_out
+        self.true_flat = np.empty_like(self.row_start)
+
+    def begin(self, epoch: int, true_label: np.ndarray) -> None:
+        super().begin(epoch, true_label)
+        # Flat index of each example's true class inside its batch's output block.
+        np.add(self.row_start, true_label, out=self.true_flat)
+
+    def batch(self, out: np.ndarray, target: np.ndarray, lo: int, hi: int) -> None:
+        batch_p = np.take(out, self.true_flat[lo:hi], out=self.p_true[lo:hi], mode="clip")
+        if not math.isfinite(np.add.reduce(batch_p)):  # finite exactly when every row of out is
+            raise self._diverged(lo, math.nan)
+        self._predictions(out, lo, hi)
+
+    def batch_mean_loss(self, lo: int, hi: int) -> float:
+        batch_p = self.p_true[lo:hi]
+        batch_loss = -np.log(np.clip(batch_p, self.eps, 1 - self.eps)).sum()
+        return float(batch_loss) / batch_p.shape[0]
+
+    def epoch_loss(self) -> float:
+        clipped = np.clip(self.p_true, self.eps, 1 - self.eps)
+        return float(-np.log(clipped, dtype=np.float64).sum()) / self.n
+
+
+class _Trainer:
+    """What one call of :meth:`MLP.fit` sets up once, and the loop of one epoch.
+
+    Set up once: the targets in dense form (one-hot rows for integer labels: the output error
+    needs them) and the class of every example; the gradient arrays and the buffers every step
+    writes into (:class:`_StepBuffers`, and views of them for the last, possibly partial, batch);
+    the optimiser's update; and the epoch's record (:class:`_EpochRecord`).
+    """
+
+    def __init__(
+        self,
+        net: MLP,
+        X: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        optimizer: Optimizer,
+        shuffle: bool,
+    ):
+        n, n_out = X.shape[0], net.layer_sizes[-1]
+        self.net, self.X, self.n, self.shuffle = net, X, n, shuffle
+        self.batch_size = batch_size = min(batch_size, n)
+        self.steps = steps = math.ceil(n / batch_size)
+        self.loss, self.output_activation = net._loss, net._acts[-1]
+        self.params = [*net.weights, *net.biases]
+        self.dW = [np.empty_like(W) for W in net.weights]
+        self.db = [np.empty_like(b) for b in net.biases]
+        self.grads = [*self.dW, *self.db]
+        # Plain SGD folds its learning rate into the output error: backpropagation then yields
+        # the updates themselves, and a step is one subtraction per parameter.
+        scale = optimizer._fold_scale()
+        if scale is None:
+            self.error_scale, self.update = 1.0, optimizer.step
+        else:
+            self.error_scale, self.update = scale, optimizer._step_scaled
+
+        labels = y.ndim == 1
+        self.targets = _losses.one_hot(y, n_out, net.dtype) if labels else y
+        self.classes = y if labels else _true_classes(self.targets)
+        # The class of every example in the epoch's order (shuffled into this array each epoch).
+        self.true_label = np.empty_like(self.classes) if shuffle else self.classes
+
+        gather_from = (X, self.targets) if shuffle else None
+        self.buffers = _StepBuffers.allocate(batch_size, net.layer_sizes, net.dtype, gather_from)
+        self.last_buffers = self.buffers.head(n - (steps - 1) * batch_size)
+
+        if labels and isinstance(self.loss, _losses.CrossEntropy):
+            self.record: _EpochRecord = _FusedCrossEntropyRecord(
+                n, batch_size, steps, n_out, net.dtype
+            )
+        else:
+            self.record = _LossRecord(n, batch_size, steps, self.loss)
+
+    def info(self, epochs: int) -> dict[str, int]:
+        """What :meth:`Callback.on_train_begin` receives."""
+        return {
+            "epochs": epochs,
+            "steps_per_epoch": self.steps,
+            "n_samples": self.n,
+            "batch_size": self.batch_size,
+        }
+
+    def run_epoch(self, epoch: int, batch_callbacks: list[Callback]) -> tuple[float, float]:
+        """Visit every example once, one step per batch; return the epoch's mean loss and
+        accuracy (each batch measured before its step)."""
+        net, X, targets, n, size = self.net, self.X, self.targets, self.n, self.batch_size
+        full_buffers, last_buffers, record = self.buffers, self.last_buffers, self.record
+        loss, output_activation, error_scale = self.loss, self.output_activation, self.error_scale
+        dW, db, update, params, grads = self.dW, self.db, self.update, self.params, self.grads
+        order = self._epoch_order()
+        record.begin(epoch, self.true_label)
+        for step in range(self.steps):
+            lo = step * size
+            hi = lo + size
+            buffers = full_buffers if hi <= n else last_buffers
+            if order is None:
+                Xb, Tb = X[lo:hi], targets[lo:hi]
+            else:
+                # mode="clip" skips the bounds-checked copy NumPy makes for out=; `order` is a
+                # permutation of range(n), so every index is valid.
+                idx = order[lo:hi]
+                Xb = X.take(idx, axis=0, out=buffers.X, mode="clip")
+                Tb = targets.take(idx, axis=0, out=buffers.T, mode="clip")
+            outputs = net._forward(Xb, buffers.activations)
+            record.batch(outputs[-1], Tb, lo, hi)
+            delta = loss.output_delta(outputs[-1], Tb, output_activation, error_scale)
+            net._backward(outputs, delta, dW, db, buffers.errors, buffers.ones)
+            update(params, grads)
+            if batch_callbacks:
+                mean_loss = record.batch_mean_loss(lo, hi)
+                for cb in batch_callbacks:
+                    cb.on_batch_end(epoch, step + 1, mean_loss)
+        return record.epoch_loss(), record.epoch_accuracy()
+
+    def _epoch_order(self) -> np.ndarray | None:
+        """This epoch's permutation of the examples (``None``: the given order), drawn from the
+        network's generator; ``true_label`` follows it."""
+        if not self.shuffle:
+            return None
+        order = self.net.rng.permutation(self.n)
+        np.take(self.classes, order, out=self.true_label, mode="clip")
+        return order
