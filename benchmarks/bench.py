@@ -41,7 +41,7 @@ from benchmarks import data as bench_data
 from benchmarks.configs import CONFIGS, BenchConfig, training_flops
 from benchmarks.peers import IMPLEMENTATIONS, PEERS, split_available
 from benchmarks.report import check_targets, render_markdown, summarise
-from pipeline.common import atomic_write, write_json
+from pipeline.files import atomic_write, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 #: What --quick changes (unless given explicitly): fewer images, one epoch, one repeat.
@@ -418,8 +418,6 @@ def mlflow_metrics(report: dict) -> dict[str, float]:
 def log_to_mlflow(report: dict, files: list[Path]) -> str:
     """One run in experiment ``benchmark`` (stage ``benchmark``): the settings as params, the
     numbers as metrics, the JSON and Markdown reports as artifacts. Returns the run id."""
-    import mlflow
-
     from pipeline import tracking
 
     params = {
@@ -434,10 +432,10 @@ def log_to_mlflow(report: dict, files: list[Path]) -> str:
     with tracking.start_run(
         params, stage="benchmark", experiment="benchmark", run_name="benchmark", tags=tags
     ) as run:
-        tracking.with_retry(mlflow.log_metrics, mlflow_metrics(report))
+        run.log_metrics(mlflow_metrics(report))
         for path in files:
-            tracking.log_artifact_file(path)
-        return run.info.run_id
+            run.log_file(path)
+        return run.id
 
 
 def main(argv: list[str] | None = None) -> int:

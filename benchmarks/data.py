@@ -12,20 +12,23 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.idx import read_images, read_labels
+from pipeline.data.idx import read_images, read_labels
+from pipeline.names import MNIST_FILES as _FILES
+from pipeline.names import RAW_DIR
 
+#: The benchmark's arrays and the MNIST file each comes from.
 MNIST_FILES = {
-    "X_train": "train-images-idx3-ubyte.gz",
-    "y_train": "train-labels-idx1-ubyte.gz",
-    "X_test": "t10k-images-idx3-ubyte.gz",
-    "y_test": "t10k-labels-idx1-ubyte.gz",
+    "X_train": _FILES["train_images"],
+    "y_train": _FILES["train_labels"],
+    "X_test": _FILES["test_images"],
+    "y_test": _FILES["test_labels"],
 }
 ARRAYS = tuple(MNIST_FILES)
 
 
 def find_mnist() -> Path:
     """The folder with the four MNIST ``.gz`` files: ``$MNIST_MIRROR``, else ``data/raw``."""
-    candidates = [Path("data/raw")]
+    candidates = [RAW_DIR]
     if os.environ.get("MNIST_MIRROR"):
         candidates.insert(0, Path(os.environ["MNIST_MIRROR"]))
     for folder in candidates:

@@ -1,530 +1,34 @@
 """DVC stage ``compare``: the NumPy MLP against TensorFlow/Keras, and against the reference table.
 
-The reference document ("Neural Networks from Scratch", section "Empirical results") reports one
-NumPy row and one TensorFlow row for the reference configuration. This stage sets them beside the
-two rows measured here (the ``train``/``evaluate`` stages and the ``baseline`` stage) with the
-reference's columns, computed the reference's way (accuracy, precision and recall micro-averaged
-over the one-vs-rest decisions of all classes at a 0.5 threshold), plus top-1 accuracy and macro
-F1, and states the speed ratios.
-
 Reads ``params.yaml`` (``model``, ``optimizer``, ``train``, ``seed``, ``tracking``),
-``reports/metrics.json`` and ``reports/train/history.csv`` (ours), and
-``reports/baseline/metrics.json``, ``history.csv`` and ``info.json`` (TensorFlow's). Writes
-``reports/comparison.md`` (the table), ``reports/comparison.json`` (the table under ``table``, the
-per-column verdicts under ``quality``, and the ratios and verdicts as top-level numbers, which
-``dvc metrics show`` shows) and ``reports/comparison.png`` (both learning curves on one plot, the
-metrics side by side, the training times). One MLflow run (``stage=compare``) holds the three
-files, and the ratios as metrics.
+``reports/metrics.json`` and ``reports/train/`` (ours), and ``reports/baseline/`` (TensorFlow's);
+writes ``reports/comparison.md``, ``.json`` and ``.png`` (:mod:`pipeline.reporting.comparison`).
+One MLflow run (``stage=compare``) holds the three files, and the ratios as metrics.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
 import logging
-import statistics
-import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-from pipeline import tracking
-from pipeline.common import atomic_write, setup_logging, write_json
-from pipeline.config import Config, ConfigError, load_params, to_dict
-from pipeline.keras_model import processing_unit
+from pipeline import cli, tracking
+from pipeline.config import Config, to_dict
+from pipeline.names import BASELINE_REPORTS, REPORTS, TRAIN_REPORTS
+from pipeline.reporting.comparison import compare, comparison_metrics, quality_line, speed_line
 
 log = logging.getLogger("pipeline.compare")
 
-REPORTS = Path("reports")
-BASELINE = Path("reports/baseline")
-TRAIN = Path("reports/train")
 
-AS_REPORTED = "as reported"
-MEASURED = "measured here"
-
-#: The reference document's table ("Neural Networks from Scratch", "Empirical results"), as
-#: reported there: test-set metrics, accuracy/precision/recall micro-averaged one-vs-rest at 0.5.
-REFERENCE_ROWS: tuple[dict[str, Any], ...] = (
-    {
-        "key": "reference_numpy",
-        "library": "their NumPy",
-        "source": AS_REPORTED,
-        "epochs": 5,
-        "batch_size": 32,
-        "learning_rate": 0.1,
-        "cross_entropy": 0.166,
-        "accuracy": 0.990,
-        "precision": 0.950,
-        "recall": 0.950,
-        "top1_accuracy": None,
-        "macro_f1": None,
-        "train_seconds": 17.95 * 60,
-        "processing_unit": "CPU",
-    },
-    {
-        "key": "reference_tensorflow",
-        "library": "TensorFlow",
-        "source": AS_REPORTED,
-        "epochs": 5,
-        "batch_size": 32,
-        "learning_rate": 0.1,
-        "cross_entropy": 0.290,
-        "accuracy": 0.984,
-        "precision": 0.941,
-        "recall": 0.895,
-        "top1_accuracy": None,
-        "macro_f1": None,
-        "train_seconds": 6.64 * 60,
-        "processing_unit": "GPU",
-    },
-)
-
-#: Quality columns: (row key, column title, True when higher is better).
-QUALITY: tuple[tuple[str, str, bool], ...] = (
-    ("cross_entropy", "Cross-entropy", False),
-    ("accuracy", "Accuracy", True),
-    ("precision", "Precision", True),
-    ("recall", "Recall", True),
-    ("top1_accuracy", "Top-1 accuracy", True),
-    ("macro_f1", "Macro F1", True),
-)
-#: Two values closer than this "match": half a unit of the reference's third decimal.
-MATCH_TOLERANCE = 5e-4
-
-# metrics.json names -> row keys
-_METRIC_COLUMNS = {
-    "test_cross_entropy": "cross_entropy",
-    "test_micro_accuracy": "accuracy",
-    "test_micro_precision": "precision",
-    "test_micro_recall": "recall",
-    "test_top1_accuracy": "top1_accuracy",
-    "test_macro_f1": "macro_f1",
-    "train_seconds": "train_seconds",
-}
-
-
-# ---------------------------------------------------------------------------- the numbers
-def measured_row(
-    key: str,
-    library: str,
-    metrics: Mapping[str, float],
-    *,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    unit: str,
-) -> dict[str, Any]:
-    """A table row from a ``metrics.json`` of the ``evaluate`` or ``baseline`` stage."""
-    missing = sorted(set(_METRIC_COLUMNS) - set(metrics))
-    if missing:
-        raise ValueError(f"the {library} metrics lack {missing}")
-    row: dict[str, Any] = {
-        "key": key,
-        "library": library,
-        "source": MEASURED,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-    }
-    row.update({column: float(metrics[name]) for name, column in _METRIC_COLUMNS.items()})
-    row["processing_unit"] = unit
-    return row
-
-
-def verdict(ours: float, theirs: float, higher_is_better: bool) -> str:
-    """``"beats"``, ``"matches"`` (within :data:`MATCH_TOLERANCE`) or ``"behind"``."""
-    gain = (ours - theirs) if higher_is_better else (theirs - ours)
-    if abs(gain) <= MATCH_TOLERANCE:
-        return "matches"
-    return "beats" if gain > 0 else "behind"
-
-
-def quality_verdicts(ours: Mapping[str, Any], other: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Our row against ``other`` on every quality column both have."""
-    verdicts = []
-    for column, _, higher in QUALITY:
-        if other.get(column) is None or ours.get(column) is None:
-            continue
-        verdicts.append(
-            {
-                "against": other["key"],
-                "column": column,
-                "ours": ours[column],
-                "theirs": other[column],
-                "difference": ours[column] - other[column],
-                "verdict": verdict(ours[column], other[column], higher),
-            }
-        )
-    return verdicts
-
-
-def build_comparison(ours: Mapping[str, Any], tensorflow: Mapping[str, Any]) -> dict[str, Any]:
-    """The content of ``comparison.json`` from our row and TensorFlow's measured row.
-
-    Top-level numbers (what ``dvc metrics show`` shows): the speed-ups of our training over each
-    other row (their seconds / ours), both measured training times, and whether ours matches or
-    beats each other row on every quality column it reports. The four rows go under ``table``
-    and the per-column verdicts under ``quality`` (lists, which ``dvc metrics show`` skips).
-    """
-    reference_numpy, reference_tensorflow = REFERENCE_ROWS
-    others = (tensorflow, reference_numpy, reference_tensorflow)
-    quality = [v for other in others for v in quality_verdicts(ours, other)]
-    seconds = ours["train_seconds"]
-    result: dict[str, Any] = {
-        "numpy_train_seconds": seconds,
-        "tensorflow_train_seconds": tensorflow["train_seconds"],
-        "speedup_vs_tensorflow": tensorflow["train_seconds"] / seconds,
-        "speedup_vs_reference_numpy": reference_numpy["train_seconds"] / seconds,
-        "speedup_vs_reference_tensorflow": reference_tensorflow["train_seconds"] / seconds,
-        "numpy_faster_than_tensorflow": seconds < tensorflow["train_seconds"],
-    }
-    for other in others:
-        mine = [v for v in quality if v["against"] == other["key"]]
-        name = "tensorflow" if other is tensorflow else other["key"]
-        result[f"numpy_matches_or_beats_{name}"] = all(v["verdict"] != "behind" for v in mine)
-    result["table"] = [dict(r) for r in (reference_numpy, reference_tensorflow, ours, tensorflow)]
-    result["quality"] = quality
-    return result
-
-
-# ---------------------------------------------------------------------------- the report
-def format_seconds(seconds: float) -> str:
-    """``17.95 min`` from a minute on (as the reference writes it), else ``1.29 s``."""
-    if seconds >= 60:
-        return f"{seconds / 60:.2f} min"
-    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
-
-
-def _best(rows: Sequence[Mapping[str, Any]], column: str, higher: bool) -> float | None:
-    values = [round(r[column], 3) for r in rows if r.get(column) is not None]
-    if not values:
-        return None
-    return max(values) if higher else min(values)
-
-
-def _label(row: Mapping[str, Any]) -> str:
-    return f"{row['library']} ({row['source']})"
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The table in Markdown; the best value of each quality column, and the fastest time, bold
-    (at the three decimals shown, so ties are bold together)."""
-    head = ["Library", "Epochs", "Batch", "LR", *(title for _, title, _ in QUALITY)]
-    head += ["Training time", "Unit"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    fastest = min(r["train_seconds"] for r in rows)
-    for row in rows:
-        cells = [
-            _label(row),
-            str(row["epochs"]),
-            str(row["batch_size"]),
-            f"{row['learning_rate']:g}",
-        ]
-        for column, _, higher in QUALITY:
-            value = row.get(column)
-            if value is None:
-                cells.append("–")
-                continue
-            text = f"{value:.3f}"
-            cells.append(f"**{text}**" if round(value, 3) == _best(rows, column, higher) else text)
-        time_text = format_seconds(row["train_seconds"])
-        cells.append(f"**{time_text}**" if row["train_seconds"] == fastest else time_text)
-        cells.append(row["processing_unit"])
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def speed_line(comparison: Mapping[str, Any]) -> str:
-    """One sentence with the speed ratios."""
-    ref_numpy, ref_tf, ours, tf = comparison["table"]
-    return (
-        f"This NumPy MLP trained in {format_seconds(ours['train_seconds'])} and "
-        f"TensorFlow/Keras in {format_seconds(tf['train_seconds'])} on the same "
-        f"{tf['processing_unit']}: **{comparison['speedup_vs_tensorflow']:.1f}x faster** than "
-        f"TensorFlow, {comparison['speedup_vs_reference_numpy']:,.0f}x faster than the "
-        f"reference's NumPy ({format_seconds(ref_numpy['train_seconds'])}, "
-        f"{ref_numpy['processing_unit']}) and "
-        f"{comparison['speedup_vs_reference_tensorflow']:,.0f}x faster than the reference's "
-        f"TensorFlow ({format_seconds(ref_tf['train_seconds'])}, "
-        f"{ref_tf['processing_unit']})."
-    )
-
-
-def quality_line(comparison: Mapping[str, Any]) -> str:
-    """Where ours stands against the measured TensorFlow row, column by column."""
-    against_tf = [v for v in comparison["quality"] if v["against"] == "tensorflow"]
-    behind = [v for v in against_tf if v["verdict"] == "behind"]
-    largest = max(abs(v["difference"]) for v in against_tf)
-    if behind:
-        names = ", ".join(f"{v['column']} ({v['ours']:.4f} vs {v['theirs']:.4f})" for v in behind)
-        head = f"TensorFlow/Keras is ahead of this NumPy MLP on {names}."
-    else:
-        beats = [v["column"] for v in against_tf if v["verdict"] == "beats"]
-        head = "This NumPy MLP matches or beats TensorFlow/Keras on every quality column"
-        head += f" (beats it on {', '.join(beats)})." if beats else "."
-    return (
-        f"{head} Largest difference between the two measured rows: {largest:.2g} "
-        f'("matches" means within {MATCH_TOLERANCE:g}, half a unit of the '
-        "reference's third decimal)."
-    )
-
-
-def markdown(
-    comparison: Mapping[str, Any],
-    notes: Mapping[str, str] | None = None,
-    figure: str | None = "comparison.png",
-) -> str:
-    """``comparison.md``: the table, what its columns mean, the speed and quality lines, and
-    ``notes`` (``configuration``, ``tensorflow``: a sentence each)."""
-    notes = notes or {}
-    parts = ["# This NumPy MLP against TensorFlow/Keras on MNIST", ""]
-    if notes.get("configuration"):
-        parts += [notes["configuration"], ""]
-    parts += [
-        markdown_table(comparison["table"]),
-        "",
-        "Metrics on the 10,000 test images. Accuracy, precision and recall are the reference's: "
-        "micro-averaged over the one-vs-rest decisions of all ten classes at a 0.5 threshold "
-        "(so accuracy counts true negatives and is not top-1 accuracy). Rows marked *as "
-        "reported* are copied from the reference document; the others were measured here, "
-        "every column computed by the same `mlp.metrics` functions. Training time is wall "
-        "time of the training steps only (validation excluded).",
-        "",
-        speed_line(comparison),
-        "",
-        quality_line(comparison),
-    ]
-    if notes.get("tensorflow"):
-        parts += ["", notes["tensorflow"]]
-    if figure:
-        parts += ["", f"![Learning curves and metrics side by side]({figure})"]
-    return "\n".join(parts) + "\n"
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    """A ``history.csv`` of the ``train`` or ``baseline`` stage as rows of floats."""
-    with Path(path).open() as fh:
-        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-    if not rows:
-        raise ValueError(f"{path} has no epochs")
-    return rows
-
-
-def curve_gap(
-    ours: Sequence[Mapping[str, float]], tensorflow: Sequence[Mapping[str, float]]
-) -> float | None:
-    """Largest relative difference between the two histories' losses (``None``: not comparable,
-    e.g. different numbers of epochs)."""
-    if len(ours) != len(tensorflow):
-        return None
-    gaps = [
-        abs(t[key] - o[key]) / abs(o[key])
-        for o, t in zip(ours, tensorflow, strict=True)
-        for key in ("train_loss", "val_loss")
-        if key in o and key in t and o[key]
-    ]
-    return max(gaps) if gaps else None
-
-
-# ---------------------------------------------------------------------------- the figure
-_STYLE = {
-    "ours": {"color": "tab:blue", "marker": "o", "markersize": 7},
-    "tensorflow": {"color": "tab:orange", "marker": "x", "markersize": 9},
-}
-_BAR_COLORS = ("tab:gray", "tab:olive", "tab:blue", "tab:orange")
-
-
-def figure(
-    comparison: Mapping[str, Any],
-    ours_history: Sequence[Mapping[str, float]],
-    tensorflow_history: Sequence[Mapping[str, float]],
-    path: Path,
-) -> Path:
-    """Both learning curves on one plot (loss, top-1 accuracy), the test metrics of the four
-    rows side by side, and their training times on a log scale."""
-    fig, ((ax_loss, ax_acc), (ax_bars, ax_time)) = plt.subplots(
-        2, 2, figsize=(14, 9.5), gridspec_kw={"height_ratios": [1, 1.1]}
-    )
-    for key, history, name in (
-        ("ours", ours_history, "NumPy MLP"),
-        ("tensorflow", tensorflow_history, "TensorFlow/Keras"),
-    ):
-        epochs = [r["epoch"] for r in history]
-        style = _STYLE[key]
-        for split, line in (("train", "-"), ("val", "--")):
-            if f"{split}_loss" not in history[0]:
-                continue
-            label = f"{name}, {'training' if split == 'train' else 'validation'}"
-            kwargs = {"linestyle": line, "label": label, "fillstyle": "none", **style}
-            ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], **kwargs)
-            ax_acc.plot(epochs, [r[f"{split}_accuracy"] for r in history], **kwargs)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss per epoch")
-    gap = curve_gap(ours_history, tensorflow_history)
-    if gap is not None and gap < 1e-3:
-        ax_loss.text(
-            0.5,
-            0.97,
-            f"the two libraries' curves coincide (largest relative difference {gap:.1e})",
-            transform=ax_loss.transAxes,
-            ha="center",
-            va="top",
-            fontsize=8,
-        )
-    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy", title="Top-1 accuracy per epoch")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-
-    rows = comparison["table"]
-    n_rows = len(rows)
-    width = 0.8 / n_rows
-    for i, (row, color) in enumerate(zip(rows, _BAR_COLORS, strict=False)):
-        xs, heights = [], []
-        for j, (column, _, _) in enumerate(QUALITY):
-            if row.get(column) is not None:
-                xs.append(j + (i - (n_rows - 1) / 2) * width)
-                heights.append(row[column])
-        bars = ax_bars.bar(xs, heights, width, label=_label(row), color=color)
-        ax_bars.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
-    ax_bars.set_xticks(range(len(QUALITY)), [title for _, title, _ in QUALITY], fontsize=8)
-    ax_bars.set(ylim=(0, 1.15), title="Test metrics (cross-entropy: lower is better)")
-    ax_bars.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.07), ncols=2)
-    ax_bars.grid(axis="y", alpha=0.3)
-
-    labels = [f"{_label(r)}\n{r['processing_unit']}" for r in rows]
-    seconds = [r["train_seconds"] for r in rows]
-    bars = ax_time.barh(labels, seconds, color=_BAR_COLORS[:n_rows])
-    ax_time.bar_label(bars, [format_seconds(s) for s in seconds], padding=3, fontsize=8)
-    ax_time.set_xscale("log")
-    ax_time.set_xlim(min(seconds) / 2, max(seconds) * 8)
-    ax_time.invert_yaxis()
-    ax_time.tick_params(axis="y", labelsize=8)
-    ax_time.set(xlabel="seconds (log scale)", title="Training time")
-    ax_time.grid(axis="x", alpha=0.3)
-
-    fig.suptitle("This NumPy MLP against TensorFlow/Keras, and the reference's reported results")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as fh:
-        fig.savefig(fh, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
-
-
-# ---------------------------------------------------------------------------- the stage
-def _read_json(path: Path, stage: str) -> dict[str, Any]:
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path} not found: run `dvc repro {stage}` first")
-    return json.loads(Path(path).read_text())
-
-
-def _configuration(cfg: Config) -> str:
-    m, o, t = cfg.model, cfg.optimizer, cfg.train
-    sizes = "-".join(map(str, [784, *m.hidden_sizes, 10]))
-    return (
-        f"Configuration (`params.yaml`): {sizes}, {m.hidden_activation} hidden layers, "
-        f"{m.output_activation} output, {m.loss} loss, {o.name} (learning rate "
-        f"{o.learning_rate:g}), {t.epochs} epochs, batch size {t.batch_size}, {t.dtype}, "
-        f"seed {cfg.seed}."
-    )
-
-
-def _tensorflow_note(info: Mapping[str, Any], history: Sequence[Mapping[str, float]]) -> str:
-    compiled = "XLA" if info.get("jit_compile") else "a TensorFlow graph (Keras's default on CPU)"
-    note = (
-        f"TensorFlow {info.get('tensorflow_version')} / Keras {info.get('keras_version')}: "
-        f"`model.fit` compiled to {compiled}, {info.get('steps_per_execution')} steps per "
-        "execution; started from the NumPy model's initial weights; batches: "
-        f"{info.get('batches')}."
-    )
-    if len(history) > 1:
-        first = history[0]["epoch_seconds"]
-        rest = statistics.median(r["epoch_seconds"] for r in history[1:])
-        note += (
-            f" Its first epoch ({format_seconds(first)}) includes tracing the graph; the others "
-            f"took {format_seconds(rest)} each (median)."
-        )
-    return note
-
-
-def compare(
-    cfg: Config, reports: Path = REPORTS, train_reports: Path = TRAIN, baseline: Path = BASELINE
-) -> tuple[dict[str, Any], list[Path]]:
-    """Read both runs' reports, write ``comparison.md``, ``.json`` and ``.png`` under
-    ``reports``; returns the comparison and the files written."""
-    ours_metrics = _read_json(reports / "metrics.json", "evaluate")
-    tf_metrics = _read_json(baseline / "metrics.json", "baseline")
-    tf_info = _read_json(baseline / "info.json", "baseline")
-    for path, stage in (
-        (train_reports / "history.csv", "train"),
-        (baseline / "history.csv", "baseline"),
-    ):
-        if not path.exists():
-            raise FileNotFoundError(f"{path} not found: run `dvc repro {stage}` first")
-    ours_history = read_history(train_reports / "history.csv")
-    tf_history = read_history(baseline / "history.csv")
-
-    t, o = cfg.train, cfg.optimizer
-    for key, expected in (
-        ("epochs", t.epochs),
-        ("batch_size", t.batch_size),
-        ("learning_rate", o.learning_rate),
-    ):
-        if key in tf_info and tf_info[key] != expected:
-            log.warning(
-                "the baseline ran with %s = %s but params.yaml says %s: run `dvc repro`",
-                key,
-                tf_info[key],
-                expected,
-            )
-    ours = measured_row(
-        "numpy",
-        "this NumPy MLP",
-        ours_metrics,
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        learning_rate=o.learning_rate,
-        unit=processing_unit("cpu")
-        + (f", {t.blas_threads} BLAS thread(s)" if t.blas_threads else ""),
-    )
-    tensorflow = measured_row(
-        "tensorflow",
-        "TensorFlow/Keras",
-        tf_metrics,
-        epochs=tf_info.get("epochs", t.epochs),
-        batch_size=tf_info.get("batch_size", t.batch_size),
-        learning_rate=tf_info.get("learning_rate", o.learning_rate),
-        unit=tf_info.get("processing_unit", "unknown"),
-    )
-    tensorflow["mlflow_run_id"] = tf_info.get("mlflow_run_id")
-    run_file = train_reports / "run.json"
-    if run_file.exists():
-        ours["mlflow_run_id"] = json.loads(run_file.read_text()).get("run_id")
-    comparison = build_comparison(ours, tensorflow)
-    notes = {
-        "configuration": _configuration(cfg),
-        "tensorflow": _tensorflow_note(tf_info, tf_history),
-    }
-
-    written = [write_json(reports / "comparison.json", comparison)]
-    with atomic_write(reports / "comparison.md", "w") as fh:
-        fh.write(markdown(comparison, notes))
-    written.append(reports / "comparison.md")
-    written.append(figure(comparison, ours_history, tf_history, reports / "comparison.png"))
-    return comparison, written
-
-
-def track(cfg: Config, comparison: Mapping[str, Any], files: Sequence[Path]) -> str:
-    """One MLflow run holding the table, the figure and the ratios (as metrics)."""
-    tags = {
-        f"{row['key']}_mlflow_run_id": str(row["mlflow_run_id"])
+def run(
+    cfg: Config,
+    reports: Path = REPORTS,
+    train_reports: Path = TRAIN_REPORTS,
+    baseline: Path = BASELINE_REPORTS,
+) -> tuple[dict, str]:
+    """Write the comparison into ``reports`` and log it; returns it and its MLflow run's id."""
+    comparison, files = compare(cfg, reports, train_reports, baseline)
+    compared_runs = {
+        f"{row['key']}_mlflow_run_id": row["mlflow_run_id"]
         for row in comparison["table"]
         if row.get("mlflow_run_id")
     }
@@ -534,52 +38,34 @@ def track(cfg: Config, comparison: Mapping[str, Any], files: Sequence[Path]) -> 
         run_name="numpy vs tensorflow",
         experiment=cfg.tracking.experiment,
         uri=cfg.tracking.uri,
-        tags=tags,
-    ) as active:
-        metrics = {
-            k: float(v)
-            for k, v in comparison.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        }
-        metrics.update(
-            {k: float(v) for k, v in comparison.items() if isinstance(v, bool)}
-        )  # booleans as 1.0 / 0.0
-        for row in comparison["table"]:
-            if row["source"] == MEASURED:
-                for column, _, _ in QUALITY:
-                    metrics[f"{row['key']}_{column}"] = float(row[column])
-        tracking.with_retry(tracking.mlflow.log_metrics, metrics)
+        tags=compared_runs,
+    ) as mlflow_run:
+        mlflow_run.log_metrics(comparison_metrics(comparison))
         for path in files:
-            tracking.log_artifact_file(path, "comparison")
-        return active.info.run_id
+            mlflow_run.log_file(path, "comparison")
+    log.info("%s", speed_line(comparison).replace("**", ""))
+    log.info("%s (MLflow run %s)", quality_line(comparison), mlflow_run.id)
+    return comparison, mlflow_run.id
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.compare",
-        description=(
-            "Compare this NumPy MLP with the TensorFlow/Keras baseline and the reference's "
-            "reported results: a Markdown/JSON table, a figure and an MLflow run (DVC stage)."
-        ),
+    arguments = cli.parser(
+        "python -m pipeline.compare",
+        "Compare this NumPy MLP with the TensorFlow/Keras baseline and the reference's "
+        "reported results: a Markdown/JSON table, a figure and an MLflow run (DVC stage).",
     )
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    parser.add_argument(
+    arguments.add_argument(
         "--reports", type=Path, default=REPORTS, help="our reports, and where to write"
     )
-    parser.add_argument("--train-reports", type=Path, default=TRAIN, help="train stage reports")
-    parser.add_argument("--baseline", type=Path, default=BASELINE, help="baseline stage reports")
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        cfg = load_params(args.params)
-        comparison, files = compare(cfg, args.reports, args.train_reports, args.baseline)
-        run_id = track(cfg, comparison, files)
-    except (ConfigError, tracking.TrackingUnavailable, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    log.info("%s", speed_line(comparison).replace("**", ""))
-    log.info("%s (MLflow run %s)", quality_line(comparison), run_id)
-    return 0
+    arguments.add_argument(
+        "--train-reports", type=Path, default=TRAIN_REPORTS, help="train stage reports"
+    )
+    arguments.add_argument(
+        "--baseline", type=Path, default=BASELINE_REPORTS, help="baseline stage reports"
+    )
+    return cli.run_stage(
+        arguments, lambda cfg, args: run(cfg, args.reports, args.train_reports, args.baseline), argv
+    )
 
 
 if __name__ == "__main__":

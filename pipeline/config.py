@@ -2,32 +2,36 @@
 
 ``conf/`` (Hydra) is the source of truth; DVC composes it into ``params.yaml``. Both the DVC stage
 scripts (which read ``params.yaml``) and the Hydra entry points (which compose ``conf/`` with
-overrides) pass what they read through :func:`validate`, which merges it onto the dataclasses
-below (registered in Hydra's ConfigStore as ``schema``): a wrong type or an unknown key stops there,
-and so does an impossible value, with a message naming the key, the value and what is allowed.
+overrides) pass what they read through :func:`validate`, which merges it onto the structured
+config below (OmegaConf dataclasses): a wrong type or an unknown key stops there. Then every value
+is checked, with a message naming the key, the value and what is allowed: the pipeline's own
+rules here (using :mod:`mlp.rules`, the library's), and the model's and optimiser's by building
+them once with the library itself, so nothing the library would refuse gets past this point.
+
+(The dataclasses are not registered in Hydra's ConfigStore: DVC composes ``conf/`` in its own
+process, which never imports this module, so ``conf/`` cannot name them in a defaults list.)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mlp import rules
 from mlp.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from mlp.initializers import INITIALIZERS
 from mlp.losses import LOSSES
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-OPTIMIZER_NAMES = ("sgd", "momentum", "adam")
-DTYPES = ("float32", "float64")
-MNIST_TRAIN_IMAGES = 60_000
+from mlp.rules import ParameterError
+from pipeline.errors import UsageError
+from pipeline.names import CONF_DIR, DEVICES, DTYPES, MNIST_COUNTS, OPTIMIZERS, PARAMS
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """An invalid configuration value; the message names the key, the value and what is allowed."""
 
 
@@ -102,86 +106,88 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-def register_schema() -> None:
-    """Register the schema in Hydra's ConfigStore (for ``@hydra.main`` apps and tests)."""
-    ConfigStore.instance().store(name="schema", node=Config)
-
-
-register_schema()
-
-
-def _fail(key: str, value: Any, allowed: str) -> None:
+def _fail(key: str, value: Any, allowed: str) -> NoReturn:
     raise ConfigError(f"invalid config: {key} = {value!r}: {allowed}")
 
 
+def _check(key: str, rule: Callable[..., Any], value: Any, *args: Any) -> None:
+    """``rule(key, value, *args)`` from :mod:`mlp.rules`, its refusal as a :class:`ConfigError`."""
+    try:
+        rule(key, value, *args)
+    except ParameterError as exc:
+        _fail(key, value, exc.rule)
+
+
 def _check_values(cfg: Config) -> None:
+    """The rules only the pipeline knows; :func:`_check_buildable` asks the library the rest."""
     if cfg.seed < 0:
         _fail("seed", cfg.seed, "must be an integer >= 0")
 
     d = cfg.data
-    if not 0 <= d.validation_size < MNIST_TRAIN_IMAGES:
-        _fail("data.validation_size", d.validation_size, f"must be in [0, {MNIST_TRAIN_IMAGES})")
-    if d.train_limit is not None and d.train_limit < 1:
-        _fail("data.train_limit", d.train_limit, "must be null (all images) or an integer >= 1")
-    if d.timeout <= 0:
-        _fail("data.timeout", d.timeout, "must be > 0 seconds")
-    if d.retries < 1:
-        _fail("data.retries", d.retries, "must be an integer >= 1")
-    if d.backoff < 0:
-        _fail("data.backoff", d.backoff, "must be >= 0 seconds")
+    train_images = MNIST_COUNTS["train"]
+    if not 0 <= d.validation_size < train_images:
+        _fail("data.validation_size", d.validation_size, f"must be in [0, {train_images})")
+    if d.train_limit is not None:
+        _check("data.train_limit", rules.positive_int, d.train_limit)
+    _check("data.timeout", rules.positive, d.timeout)
+    _check("data.retries", rules.positive_int, d.retries)
+    _check("data.backoff", rules.non_negative, d.backoff)
 
     m = cfg.model
     if not m.hidden_sizes:
         _fail("model.hidden_sizes", list(m.hidden_sizes), "needs at least one hidden layer size")
     for size in m.hidden_sizes:
-        if size < 1:
-            _fail("model.hidden_sizes", list(m.hidden_sizes), "every size must be >= 1")
-    if m.hidden_activation not in HIDDEN_ACTIVATIONS:
-        _fail(
-            "model.hidden_activation", m.hidden_activation, f"must be one of {HIDDEN_ACTIVATIONS}"
-        )
-    if m.output_activation not in ACTIVATIONS:
-        _fail(
-            "model.output_activation", m.output_activation, f"must be one of {tuple(ACTIVATIONS)}"
-        )
-    if m.loss not in LOSSES:
-        _fail("model.loss", m.loss, f"must be one of {tuple(LOSSES)}")
-    if m.loss == "cross_entropy" and m.output_activation != "softmax":
-        _fail("model.output_activation", m.output_activation, "cross_entropy needs 'softmax'")
-    if m.init not in INITIALIZERS:
-        _fail("model.init", m.init, f"must be one of {tuple(INITIALIZERS)}")
+        try:
+            rules.positive_int("model.hidden_sizes", size)
+        except ParameterError as exc:
+            _fail("model.hidden_sizes", list(m.hidden_sizes), f"every size {exc.rule}")
+    _check("model.hidden_activation", rules.one_of, m.hidden_activation, HIDDEN_ACTIVATIONS)
+    _check("model.output_activation", rules.one_of, m.output_activation, tuple(ACTIVATIONS))
+    _check("model.loss", rules.one_of, m.loss, tuple(LOSSES))
+    _check("model.init", rules.one_of, m.init, tuple(INITIALIZERS))
 
     o = cfg.optimizer
-    if o.name not in OPTIMIZER_NAMES:
-        _fail("optimizer.name", o.name, f"must be one of {OPTIMIZER_NAMES}")
-    if not o.learning_rate > 0 or o.learning_rate == float("inf"):
-        _fail("optimizer.learning_rate", o.learning_rate, "must be a finite number > 0")
-    if not 0 <= o.momentum < 1:
-        _fail("optimizer.momentum", o.momentum, "must be in [0, 1)")
+    _check("optimizer.name", rules.one_of, o.name, OPTIMIZERS)
     if o.name == "momentum" and o.momentum == 0:
         _fail("optimizer.momentum", o.momentum, "the momentum optimizer needs momentum > 0")
-    if o.nesterov and o.momentum == 0:
-        _fail("optimizer.nesterov", o.nesterov, "needs optimizer.momentum > 0")
-    if o.weight_decay < 0:
-        _fail("optimizer.weight_decay", o.weight_decay, "must be >= 0")
-    for key in ("beta1", "beta2"):
-        if not 0 <= getattr(o, key) < 1:
-            _fail(f"optimizer.{key}", getattr(o, key), "must be in [0, 1)")
-    if not o.epsilon > 0:
-        _fail("optimizer.epsilon", o.epsilon, "must be > 0")
 
     t = cfg.train
-    if t.epochs < 1:
-        _fail("train.epochs", t.epochs, "must be an integer >= 1")
-    if t.batch_size < 1:
-        _fail("train.batch_size", t.batch_size, "must be an integer >= 1")
-    if t.dtype not in DTYPES:
-        _fail("train.dtype", t.dtype, f"must be one of {DTYPES}")
-    if t.blas_threads is not None and t.blas_threads < 1:
-        _fail("train.blas_threads", t.blas_threads, "must be null (library default) or >= 1")
+    _check("train.epochs", rules.positive_int, t.epochs)
+    _check("train.batch_size", rules.positive_int, t.batch_size)
+    _check("train.dtype", rules.one_of, t.dtype, DTYPES)
+    if t.blas_threads is not None:
+        _check("train.blas_threads", rules.positive_int, t.blas_threads)
 
-    if cfg.baseline.device not in ("cpu", "gpu"):
-        _fail("baseline.device", cfg.baseline.device, "must be one of ('cpu', 'gpu')")
+    _check("baseline.device", rules.one_of, cfg.baseline.device, DEVICES)
+    if not cfg.tracking.experiment.strip():
+        _fail("tracking.experiment", cfg.tracking.experiment, "must name an MLflow experiment")
+
+
+#: The library's argument names -> the config keys they come from.
+_LIBRARY_KEYS = {
+    "layer_sizes": "model.hidden_sizes",
+    "activations": "model.hidden_activation",
+    "loss": "model.loss",
+    "init": "model.init",
+    "dtype": "train.dtype",
+}
+
+
+def _check_buildable(cfg: Config) -> None:
+    """Build the configured network and optimiser once, so that every value the library would
+    refuse is refused here, before any run starts, named by its config key."""
+    from pipeline.training.build import build_model, build_optimizer
+
+    for section, build in (("optimizer", build_optimizer), ("model", build_model)):
+        try:
+            build(cfg)
+        except ParameterError as exc:
+            key = _LIBRARY_KEYS.get(exc.name, f"{section}.{exc.name}")
+            section_name, _, field_name = key.partition(".")
+            value = getattr(getattr(cfg, section_name), field_name, exc.value)
+            _fail(key, list(value) if isinstance(value, list) else value, exc.rule)
+        except ValueError as exc:
+            raise ConfigError(f"invalid config: {section}: {exc}") from None
 
 
 def validate(raw: dict | DictConfig) -> Config:
@@ -205,6 +211,7 @@ def validate(raw: dict | DictConfig) -> Config:
         raise ConfigError(f"invalid config: {key}: {reason}") from None
     cfg: Config = OmegaConf.to_object(merged)
     _check_values(cfg)
+    _check_buildable(cfg)
     return cfg
 
 
@@ -222,7 +229,7 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
         return hydra_compose(config_name="config", overrides=list(overrides or []))
 
 
-def load_params(path: str | Path = "params.yaml") -> Config:
+def load_params(path: str | Path = PARAMS) -> Config:
     """Read and validate ``params.yaml`` (what DVC stage scripts do)."""
     path = Path(path)
     if not path.exists():

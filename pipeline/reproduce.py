@@ -9,27 +9,21 @@ writes the run's configuration to ``params.yaml`` so that ``dvc repro`` trains i
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
-import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
-from pipeline import tracking
-from pipeline.config import ConfigError, validate
-from pipeline.training import SUMMARY, data_digests
+from pipeline import cli, tracking
+from pipeline.config import validate
+from pipeline.data.dataset import data_digests
+from pipeline.names import PARAMS, SUMMARY
 
 
 def recipe(run_id: str, uri: str | None = None, summary: Path = SUMMARY) -> dict:
     """What the run recorded, compared with this checkout: commit, config, versions, digests."""
-    client = tracking.store_client(tracking.resolve_tracking_uri(uri))
-    run = client.get_run(run_id)
-    tags = run.data.tags
-    with tempfile.TemporaryDirectory() as tmp:
-        local_copy = Path(client.download_artifacts(run_id, "config.yaml", tmp))
-        config = yaml.safe_load(local_copy.read_text())
+    recorded = tracking.read_run(run_id, uri)
+    tags, config = recorded["tags"], recorded["config"]
     validate(config)  # what the run trained is still a valid configuration here
 
     versions = {}
@@ -54,7 +48,7 @@ def recipe(run_id: str, uri: str | None = None, summary: Path = SUMMARY) -> dict
     }
     return {
         "run_id": run_id,
-        "status": run.info.status,
+        "status": recorded["status"],
         "commit": tags.get("git.commit", "unknown"),
         "dirty": tags.get("git.dirty") == "true",
         "config": config,
@@ -81,29 +75,25 @@ def report(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.reproduce", description=__doc__)
-    parser.add_argument("run_id", help="the MLflow run to reproduce")
-    parser.add_argument(
+    arguments = cli.parser("python -m pipeline.reproduce", __doc__.splitlines()[0], params=False)
+    arguments.add_argument("run_id", help="the MLflow run to reproduce")
+    arguments.add_argument(
         "--uri", help="tracking URI (default: MLFLOW_TRACKING_URI or the project's)"
     )
-    parser.add_argument(
-        "--write-params", action="store_true", help="write the run's config to params.yaml"
+    arguments.add_argument(
+        "--write-params", action="store_true", help="write the run's config to --params"
     )
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
-    try:
+    arguments.add_argument("--params", type=Path, default=PARAMS, help="(default: %(default)s)")
+    args = arguments.parse_args(argv)
+
+    def work() -> None:
         r = recipe(args.run_id, args.uri)
-    except (ConfigError, tracking.TrackingUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except tracking.MlflowException as exc:
-        print(f"error: cannot read run {args.run_id}: {exc.message}", file=sys.stderr)
-        return 2
-    print(report(r))
-    if args.write_params:
-        args.params.write_text(yaml.safe_dump(r["config"], sort_keys=False))
-        print(f"\nwrote {args.params}")
-    return 0
+        print(report(r))
+        if args.write_params:
+            args.params.write_text(yaml.safe_dump(r["config"], sort_keys=False))
+            print(f"\nwrote {args.params}")
+
+    return cli.run(work)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from pipeline import baseline, keras_model, train, training
+from pipeline import baseline
 from pipeline.config import compose, to_dict, validate
-from pipeline.training import TEST_METRICS, load_dataset, train_model
+from pipeline.data.dataset import load_dataset
+from pipeline.names import TEST_METRICS
+from pipeline.training import keras_model
+from pipeline.training.build import run_name
+from pipeline.training.frameworks import train_numpy
+from pipeline.training.results import metrics_on_test_set
 
 keras_model.import_tensorflow("cpu")
 
@@ -26,38 +31,11 @@ OUTPUTS = (
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A working directory with a small preprocessed split (one bright pixel per class)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    rng = np.random.default_rng(0)
-
-    def split(n):
-        y = rng.integers(0, 10, n)
-        X = rng.random((n, 784), dtype=np.float32) * 0.2
-        X[np.arange(n), y * 70] += 0.8
-        return X, y.astype(np.uint8)
-
-    arrays = {}
-    for name, n in (("train", 400), ("val", 100), ("test", 200)):
-        arrays[f"X_{name}"], arrays[f"y_{name}"] = split(n)
-    (tmp_path / "data/processed").mkdir(parents=True)
-    np.savez(tmp_path / "data/processed/mnist.npz", **arrays)
-    return tmp_path
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    """One MLflow store for the module (creating one takes seconds); one experiment per test."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-
-
-@pytest.fixture
-def config(project, store, request):
+def config(project, store_uri, request):
     def make(*overrides):
         experiment = f"tracking.experiment={request.node.name}"
         return validate(
-            compose([f"tracking.uri={store}", experiment, "train.epochs=3", *overrides])
+            compose([f"tracking.uri={store_uri}", experiment, "train.epochs=3", *overrides])
         )
 
     return make
@@ -78,12 +56,12 @@ def write_params(project, cfg):
 
 def test_baseline_writes_what_train_writes_and_one_mlflow_run(project, config):
     cfg = config("train.batch_size=16")
-    result = baseline.run(cfg, data_path=project / "data/processed/mnist.npz")
+    result = baseline.run(cfg)
 
     # The metric names of reports/metrics.json, the columns of reports/train/history.csv.
     written = json.loads((project / "reports/baseline/metrics.json").read_text())
-    assert written == result
-    assert set(written) == {*TEST_METRICS, "train_seconds"}
+    assert written == result.metrics
+    assert {*TEST_METRICS, "train_seconds"} <= set(written)
     assert written["train_seconds"] > 0
     with open(project / "reports/baseline/history.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -97,8 +75,8 @@ def test_baseline_writes_what_train_writes_and_one_mlflow_run(project, config):
 
     # The same computation as the NumPy model: same start, same batches, same metrics.
     data = load_dataset(project / "data/processed/mnist.npz")
-    net, history = train_model(cfg, data)
-    ours = training.test_metrics(data.y_test, net.forward(data.X_test))
+    net, history = train_numpy(cfg, data)
+    ours = metrics_on_test_set(data.y_test, net.forward(data.X_test))
     for name in TEST_METRICS:
         assert written[name] == pytest.approx(ours[name], abs=1e-5), name
     np.testing.assert_allclose([float(r["train_loss"]) for r in rows], history["loss"], rtol=1e-5)
@@ -106,8 +84,8 @@ def test_baseline_writes_what_train_writes_and_one_mlflow_run(project, config):
     # The saved model is the trained one.
     model = keras_model.load_keras_model(project / "models/baseline.keras")
     probs = keras_model.predict_proba(model, data.X_test, "float32")
-    assert training.test_metrics(data.y_test, probs) == pytest.approx(
-        {k: v for k, v in written.items() if k != "train_seconds"}
+    assert metrics_on_test_set(data.y_test, probs) == pytest.approx(
+        {k: written[k] for k in TEST_METRICS}
     )
 
     client, recorded = only_run(cfg)
@@ -115,6 +93,7 @@ def test_baseline_writes_what_train_writes_and_one_mlflow_run(project, config):
     assert recorded.info.status == "FINISHED"
     assert recorded.data.tags["stage"] == "baseline"
     assert recorded.data.tags["library"] == "tensorflow"
+    assert recorded.info.run_name == f"tensorflow {run_name(cfg)}"  # the NumPy run's, prefixed
     assert recorded.data.params["train.batch_size"] == "16"
     for name in (*TEST_METRICS, "train_seconds", "final_val_loss"):
         assert name in recorded.data.metrics, name
@@ -129,7 +108,7 @@ def test_baseline_writes_what_train_writes_and_one_mlflow_run(project, config):
 
 def test_own_shuffle_when_same_batches_is_off(project, config):
     cfg = config("baseline.same_batches=false", "train.epochs=1")
-    baseline.run(cfg, data_path=project / "data/processed/mnist.npz")
+    baseline.run(cfg)
     info = json.loads((project / "reports/baseline/info.json").read_text())
     assert info["same_batches"] is False
     assert "own shuffle" in info["batches"]
@@ -140,7 +119,7 @@ def test_diverging_baseline_writes_nothing_and_is_marked_failed(project, config)
     (project / "models").mkdir()
     (project / "models/baseline.keras").write_bytes(b"an older model")
     with pytest.raises(keras_model.BaselineError, match="diverged"):
-        baseline.run(cfg, data_path=project / "data/processed/mnist.npz")
+        baseline.run(cfg)
     for path in OUTPUTS:
         assert not (project / path).exists(), path
     _, recorded = only_run(cfg)
@@ -149,7 +128,7 @@ def test_diverging_baseline_writes_nothing_and_is_marked_failed(project, config)
 
 def test_gpu_without_a_gpu_is_a_clear_error_before_any_run(project, config, capsys):
     cfg = config("baseline.device=gpu")
-    assert baseline.main(["--params", str(write_params(project, cfg))]) == 1
+    assert baseline.main(["--params", str(write_params(project, cfg))]) == 2
     err = capsys.readouterr().err
     assert "sees no GPU" in err and "baseline.device=cpu" in err
     assert "Traceback" not in err
@@ -161,8 +140,3 @@ def test_missing_data_says_which_stage_to_run(project, config, capsys):
     params = write_params(project, config())
     assert baseline.main(["--params", str(params), "--data", str(project / "nope.npz")]) == 2
     assert "dvc repro preprocess" in capsys.readouterr().err
-
-
-def test_run_name_is_the_training_run_name_prefixed(config):
-    cfg = config()
-    assert f"tensorflow {train.run_name(cfg)}" == "tensorflow reference 32-16 sgd lr=0.1"

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from pipeline import compare
 from pipeline.config import compose, to_dict, validate
+from pipeline.reporting import comparison
 
 OURS = {
     "test_cross_entropy": 0.1333,
@@ -25,13 +26,13 @@ OURS = {
 
 def row(key="numpy", library="this NumPy MLP", unit="CPU, 2 cores", **changes):
     metrics = {**OURS, **changes}
-    return compare.measured_row(
+    return comparison.measured_row(
         key, library, metrics, epochs=5, batch_size=32, learning_rate=0.1, unit=unit
     )
 
 
 def test_reference_rows_are_the_reference_documents():
-    numpy_row, tf_row = compare.REFERENCE_ROWS
+    numpy_row, tf_row = comparison.REFERENCE_ROWS
     assert [numpy_row[k] for k in ("cross_entropy", "accuracy", "precision", "recall")] == [
         0.166,
         0.990,
@@ -47,16 +48,16 @@ def test_reference_rows_are_the_reference_documents():
     assert numpy_row["train_seconds"] == pytest.approx(17.95 * 60)
     assert tf_row["train_seconds"] == pytest.approx(6.64 * 60)
     assert (numpy_row["processing_unit"], tf_row["processing_unit"]) == ("CPU", "GPU")
-    assert all(r["source"] == compare.AS_REPORTED for r in compare.REFERENCE_ROWS)
+    assert all(r["source"] == comparison.AS_REPORTED for r in comparison.REFERENCE_ROWS)
     assert all(
         (r["epochs"], r["batch_size"], r["learning_rate"]) == (5, 32, 0.1)
-        for r in compare.REFERENCE_ROWS
+        for r in comparison.REFERENCE_ROWS
     )
 
 
 def test_ratios_and_verdicts():
     tf = row("tensorflow", "TensorFlow/Keras", train_seconds=5.0, test_cross_entropy=0.1334)
-    result = compare.build_comparison(row(), tf)
+    result = comparison.build_comparison(row(), tf)
     assert result["speedup_vs_tensorflow"] == pytest.approx(4.0)
     assert result["speedup_vs_reference_numpy"] == pytest.approx(17.95 * 60 / 1.25)
     assert result["speedup_vs_reference_tensorflow"] == pytest.approx(6.64 * 60 / 1.25)
@@ -73,7 +74,7 @@ def test_ratios_and_verdicts():
     against_tf = {
         v["column"]: v["verdict"] for v in result["quality"] if v["against"] == "tensorflow"
     }
-    assert set(against_tf) == {c for c, _, _ in compare.QUALITY}
+    assert set(against_tf) == {c for c, _, _ in comparison.QUALITY}
     assert against_tf["cross_entropy"] == "matches"  # 1e-4 apart: within half a third decimal
     # The reference rows report four quality columns; only those are compared.
     assert {v["column"] for v in result["quality"] if v["against"] == "reference_numpy"} == {
@@ -86,26 +87,26 @@ def test_ratios_and_verdicts():
 
 def test_a_column_where_tensorflow_is_ahead_is_reported_as_such():
     tf = row("tensorflow", "TensorFlow/Keras", test_micro_recall=0.96, test_cross_entropy=0.12)
-    result = compare.build_comparison(row(), tf)
+    result = comparison.build_comparison(row(), tf)
     assert result["numpy_matches_or_beats_tensorflow"] is False
     behind = {v["column"] for v in result["quality"] if v["verdict"] == "behind"}
     assert behind == {"recall", "cross_entropy"}  # lower cross-entropy is better
-    line = compare.quality_line(result)
+    line = comparison.quality_line(result)
     assert line.startswith("TensorFlow/Keras is ahead of this NumPy MLP on")
     assert "recall (0.9535 vs 0.9600)" in line
 
 
 def test_verdict_directions():
-    assert compare.verdict(0.97, 0.95, higher_is_better=True) == "beats"
-    assert compare.verdict(0.95, 0.97, higher_is_better=True) == "behind"
-    assert compare.verdict(0.13, 0.29, higher_is_better=False) == "beats"
-    assert compare.verdict(0.9501, 0.9500, higher_is_better=True) == "matches"
+    assert comparison.verdict(0.97, 0.95, higher_is_better=True) == "beats"
+    assert comparison.verdict(0.95, 0.97, higher_is_better=True) == "behind"
+    assert comparison.verdict(0.13, 0.29, higher_is_better=False) == "beats"
+    assert comparison.verdict(0.9501, 0.9500, higher_is_better=True) == "matches"
 
 
 def test_markdown_marks_reported_rows_and_the_best_values():
     tf = row("tensorflow", "TensorFlow/Keras", train_seconds=5.0)
-    result = compare.build_comparison(row(), tf)
-    text = compare.markdown(result, {"configuration": "Configuration: 784-32-16-10."})
+    result = comparison.build_comparison(row(), tf)
+    text = comparison.markdown(result, {"configuration": "Configuration: 784-32-16-10."})
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[0].split(" | ")[4:10] == [
         "Cross-entropy",
@@ -128,17 +129,16 @@ def test_markdown_marks_reported_rows_and_the_best_values():
 
 
 def test_format_seconds():
-    assert compare.format_seconds(1.2345) == "1.23 s"
-    assert compare.format_seconds(12.34) == "12.3 s"
-    assert compare.format_seconds(17.95 * 60) == "17.95 min"
+    assert comparison.format_seconds(1.2345) == "1.23 s"
+    assert comparison.format_seconds(12.34) == "12.3 s"
+    assert comparison.format_seconds(17.95 * 60) == "17.95 min"
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
-    """Reports of the evaluate, train and baseline stages, as they write them."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    reports = tmp_path / "reports"
+def compared(project):
+    """A project with the reports of the evaluate, train and baseline stages, as they write
+    them."""
+    reports = project / "reports"
     (reports / "train").mkdir(parents=True)
     (reports / "baseline").mkdir()
     (reports / "metrics.json").write_text(json.dumps(OURS))
@@ -166,18 +166,17 @@ def project(tmp_path, monkeypatch):
             writer.writerow(header)
             for epoch in (1, 2, 3):
                 writer.writerow([epoch, 1 / epoch, 0.8 + epoch / 100, 1.1 / epoch, 0.8, seconds])
-    return tmp_path
+    return project
 
 
-def test_compare_stage_writes_the_report_and_one_mlflow_run(project):
+def test_compare_stage_writes_the_report_and_one_mlflow_run(compared):
+    project = compared
     uri = f"sqlite:///{project / 'mlflow.db'}"
     cfg = validate(compose([f"tracking.uri={uri}", "train.epochs=3"]))
-    comparison, files = compare.compare(
-        cfg, project / "reports", project / "reports/train", project / "reports/baseline"
-    )
-    assert {f.name for f in files} == {"comparison.md", "comparison.json", "comparison.png"}
+    result, run_id = compare.run(cfg)
+    files = ("comparison.md", "comparison.json", "comparison.png")
     written = json.loads((project / "reports/comparison.json").read_text())
-    assert written == json.loads(json.dumps(comparison))
+    assert written == json.loads(json.dumps(result))
     assert written["speedup_vs_tensorflow"] == pytest.approx(4.0)
     assert written["table"][3]["mlflow_run_id"] == "0123abcd"
     # What `dvc metrics show` shows: the top-level scalars, no strings.
@@ -188,7 +187,6 @@ def test_compare_stage_writes_the_report_and_one_mlflow_run(project):
     text = (project / "reports/comparison.md").read_text()
     assert "its first epoch" in text.lower() and "3 epochs" in text
 
-    run_id = compare.track(cfg, comparison, files)
     client = MlflowClient(uri)
     recorded = client.get_run(run_id)
     assert recorded.info.status == "FINISHED"
@@ -198,10 +196,11 @@ def test_compare_stage_writes_the_report_and_one_mlflow_run(project):
     assert recorded.data.metrics["numpy_matches_or_beats_tensorflow"] == 1.0
     assert recorded.data.metrics["tensorflow_top1_accuracy"] == pytest.approx(0.9589)
     artifacts = {a.path for a in client.list_artifacts(run_id, "comparison")}
-    assert artifacts == {f"comparison/{f.name}" for f in files}
+    assert artifacts == {f"comparison/{name}" for name in files}
 
 
-def test_missing_baseline_says_which_stage_to_run(project, capsys):
+def test_missing_baseline_says_which_stage_to_run(compared, capsys):
+    project = compared
     (project / "reports/baseline/metrics.json").unlink()
     params = project / "params.yaml"
     cfg = validate(compose([f"tracking.uri=sqlite:///{project / 'mlflow.db'}"]))

@@ -7,7 +7,6 @@ import functools
 import gzip
 import http.server
 import logging
-import os
 import socket
 import threading
 import time
@@ -16,12 +15,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.download import DownloadError, candidate_sources, download_all, download_file, main
-from pipeline.idx import write_idx
+from pipeline.data.fetch import DownloadError, candidate_sources, download_all, download_file
+from pipeline.data.idx import write_idx
+from pipeline.download import main
 
-from helpers_idx import decompressed_sha256, fake_images, write_fake_mnist
+from helpers.data import mnist_mirror
+from helpers.idx import decompressed_sha256, fake_images, write_fake_mnist
+from helpers.project import ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+#: Read before the fixtures below take MNIST_MIRROR out of the environment.
+REAL_MIRROR = mnist_mirror()
 FAST = {"timeout": 0.3, "retries": 2, "backoff": 0.01}
 
 
@@ -323,7 +326,7 @@ def test_main_failure_is_one_clear_message(tmp_path, served, mirror, capsys):
 
 
 def test_main_missing_params(tmp_path, capsys):
-    assert main(["--params", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)]) == 1
+    assert main(["--params", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)]) == 2
     assert "nope.yaml not found" in capsys.readouterr().err
 
 
@@ -336,11 +339,11 @@ def test_help(capsys):
 
 
 def test_real_local_mirror(tmp_path):
-    """The real files from the shared local mirror, checked against the real digests."""
-    source = Path(os.environ.get("MNIST_MIRROR") or REPO.parent / "shared" / "mnist")
-    if not source.is_dir():
-        pytest.skip(f"no local MNIST mirror at {source}")
-    data = yaml.safe_load((REPO / "conf" / "data" / "mnist.yaml").read_text())
-    paths = download_all(data["files"], tmp_path, [], env_mirror=str(source))
+    """The real files from the local mirror (``MNIST_MIRROR``, else ``../shared/mnist``),
+    checked against the real digests of ``conf/``."""
+    if REAL_MIRROR is None:
+        pytest.skip("no MNIST mirror: set MNIST_MIRROR to a folder with the four .gz files")
+    data = yaml.safe_load((ROOT / "conf" / "data" / "mnist.yaml").read_text())
+    paths = download_all(data["files"], tmp_path, [], env_mirror=str(REAL_MIRROR))
     for key, spec in data["files"].items():
         assert decompressed_sha256(paths[key]) == spec["sha256"]

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.idx import IDXError, read_idx, read_images, read_labels, write_idx
+from pipeline.data.idx import IDXError, read_idx, read_images, read_labels, write_idx
 
-from helpers_idx import fake_images, fake_labels
+from helpers.idx import fake_images, fake_labels
 
 
 def idx_bytes(array: np.ndarray, code: int | None = None) -> bytes:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import keras_model
 from pipeline.config import compose, validate
-from pipeline.training import Dataset, build_model, build_optimizer
+from pipeline.data.dataset import Dataset
+from pipeline.training import keras_model
+from pipeline.training.build import build_model, build_optimizer
+from pipeline.training.frameworks import train_numpy
 
 tf, keras = keras_model.import_tensorflow("cpu")
 
@@ -51,20 +53,6 @@ def data() -> Dataset:
 
 def config(*overrides: str):
     return validate(compose([f"train.epochs={EPOCHS}", "train.batch_size=32", *overrides]))
-
-
-def train_numpy(cfg, data: Dataset):
-    net = build_model(cfg, data.X_train.shape[1])
-    history = net.fit(
-        data.X_train,
-        data.y_train,
-        epochs=cfg.train.epochs,
-        batch_size=cfg.train.batch_size,
-        optimizer=build_optimizer(cfg),
-        validation=(data.X_val, data.y_val),
-        shuffle=cfg.train.shuffle,
-    )
-    return net, history
 
 
 def max_weight_difference(net, model) -> float:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.common import safe_name
+from pipeline.files import safe_name
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MNIST_FILES, clone_working_tree, mnist_mirror
+from pipeline.names import MNIST_FILES
+
+from helpers.data import mnist_mirror
+from helpers.project import clone_working_tree
 
 BIN = Path(sys.executable).parent
-FILES = MNIST_FILES
+FILES = tuple(MNIST_FILES.values())
 
 pytestmark = pytest.mark.slow
 

@@ -9,16 +9,16 @@ import pytest
 import yaml
 
 import pipeline.preprocess as pre
-from pipeline.idx import IDXError, write_idx
-from pipeline.preprocess import (
+from pipeline.data.idx import IDXError, write_idx
+from pipeline.data.mnist import (
     PreprocessError,
     preprocess,
     stratified_split,
     validation_counts,
 )
+from pipeline.names import MNIST_FILES
 
-from helpers_idx import (
-    MNIST_FILENAMES,
+from helpers.idx import (
     fake_images,
     fake_labels,
     image_indices,
@@ -38,9 +38,7 @@ def raw(tmp_path):
 
 def run(raw_dir, out_dir, validation_size=10, seed=0, **kwargs):
     kwargs.setdefault("expected_counts", TINY)
-    preprocess(
-        raw_dir, out_dir, MNIST_FILENAMES, validation_size=validation_size, seed=seed, **kwargs
-    )
+    preprocess(raw_dir, out_dir, MNIST_FILES, validation_size=validation_size, seed=seed, **kwargs)
     with np.load(out_dir / "mnist.npz", allow_pickle=False) as data:
         arrays = {key: data[key] for key in data.files}
     summary = json.loads((out_dir / "summary.json").read_text())
@@ -164,32 +162,32 @@ def test_stratified_split_uses_the_generator():
 def test_count_mismatch_names_the_file(raw, tmp_path, key, n, fragment):
     raw_dir, _ = raw
     array = fake_labels(n) if key.endswith("labels") else fake_images(n)
-    write_idx(raw_dir / MNIST_FILENAMES[key], array)
+    write_idx(raw_dir / MNIST_FILES[key], array)
     with pytest.raises(PreprocessError) as info:
         run(raw_dir, tmp_path / "out")
-    assert str(raw_dir / MNIST_FILENAMES[key]) in str(info.value)
+    assert str(raw_dir / MNIST_FILES[key]) in str(info.value)
     assert fragment in str(info.value)
 
 
 def test_images_and_labels_must_match_without_expected_counts(raw, tmp_path):
     raw_dir, _ = raw
-    write_idx(raw_dir / MNIST_FILENAMES["test_labels"], fake_labels(19))
+    write_idx(raw_dir / MNIST_FILES["test_labels"], fake_labels(19))
     with pytest.raises(PreprocessError) as info:
         run(raw_dir, tmp_path / "out", expected_counts=None)
     message = str(info.value)
-    assert MNIST_FILENAMES["test_images"] in message and MNIST_FILENAMES["test_labels"] in message
+    assert MNIST_FILES["test_images"] in message and MNIST_FILES["test_labels"] in message
     assert "20 images" in message and "19" in message
 
 
 def test_mnist_counts_are_the_default(raw, tmp_path):
     raw_dir, _ = raw
     with pytest.raises(PreprocessError, match="holds 50 images, expected 60000"):
-        preprocess(raw_dir, tmp_path / "out", MNIST_FILENAMES, validation_size=10, seed=0)
+        preprocess(raw_dir, tmp_path / "out", MNIST_FILES, validation_size=10, seed=0)
 
 
 def test_corrupt_input_is_an_idx_error(raw, tmp_path):
     raw_dir, _ = raw
-    path = raw_dir / MNIST_FILENAMES["train_images"]
+    path = raw_dir / MNIST_FILES["train_images"]
     path.write_bytes(path.read_bytes()[:-20])
     with pytest.raises(IDXError, match=r"train-images-idx3-ubyte\.gz: corrupt or truncated gzip"):
         run(raw_dir, tmp_path / "out")
@@ -220,8 +218,9 @@ def test_main_errors_are_one_clear_message(raw, tmp_path, capsys):
     assert pre.main(["--params", str(params), "--raw", str(raw_dir), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "expected 60000" in err and "Traceback" not in err
-    assert pre.main(["--params", str(params), "--raw", str(tmp_path / "none")]) == 1
-    assert "run the download stage first" in capsys.readouterr().err
+    # a missing input: nothing was started (exit code 2)
+    assert pre.main(["--params", str(params), "--raw", str(tmp_path / "none")]) == 2
+    assert "run `dvc repro download` first" in capsys.readouterr().err
     assert not out.exists()
 
 

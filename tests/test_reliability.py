@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,25 +13,18 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline import tracking, train
+from pipeline import train
 from pipeline.config import compose, to_dict, validate
 
-from conftest import free_port, write_split
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.data import write_split
+from helpers.mlflow_server import free_port
+from helpers.project import command_env
 
 
 def write_params(folder: Path, *overrides: str) -> Path:
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(to_dict(validate(compose(list(overrides))))))
     return path
-
-
-def stage_env(uri: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_TRACKING_URI"] = uri
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 def train_command(folder: Path, name: str = "") -> list[str]:
@@ -46,7 +38,7 @@ def train_command(folder: Path, name: str = "") -> list[str]:
 
 
 def runs_of(uri: str) -> list:
-    client = tracking.store_client(uri)
+    client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("mnist-mlp")
     return [] if experiment is None else client.search_runs([experiment.experiment_id])
 
@@ -59,7 +51,10 @@ def test_interrupted_training_is_killed_in_mlflow_and_leaves_no_outputs(tmp_path
     write_params(tmp_path, "train.epochs=500", "train.batch_size=8")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     process = subprocess.Popen(
-        train_command(tmp_path), env=stage_env(uri), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        train_command(tmp_path),
+        env=command_env(uri),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 120
@@ -86,7 +81,7 @@ def test_unreachable_tracking_server_fails_fast_before_training(tmp_path):
     write_params(tmp_path)
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     result = subprocess.run(
-        train_command(tmp_path), env=stage_env(uri), capture_output=True, text=True, timeout=120
+        train_command(tmp_path), env=command_env(uri), capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2
     assert "not reachable" in result.stderr and uri in result.stderr
@@ -100,8 +95,7 @@ def test_same_seed_and_config_give_bit_identical_models_and_metrics(tmp_path, mo
     cfg = validate(compose([f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "train.epochs=2"]))
     results = []
     for name in ("a", "b"):
-        result = train.run(cfg, data_path=data, model_path=tmp_path / name / "model.npz",
-                           reports=tmp_path / name)  # fmt: skip
+        result = train.run(cfg, data, tmp_path / name / "model.npz", tmp_path / name).metrics
         result.pop("train_seconds")
         results.append(result)
     assert results[0] == results[1]
@@ -117,7 +111,7 @@ def _train_concurrently(tmp_path: Path, uri: str, n: int = 8) -> None:
     processes = [
         subprocess.Popen(
             train_command(tmp_path, str(i)),
-            env=stage_env(uri),
+            env=command_env(uri),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -10,17 +10,13 @@ import yaml
 from pipeline import reproduce, train
 from pipeline.config import compose, load_params, to_dict, validate
 
-from conftest import write_split
 
-
-def test_a_run_is_reproduced_from_its_mlflow_record_alone(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    data = write_split(tmp_path / "data/processed")
+def test_a_run_is_reproduced_from_its_mlflow_record_alone(project, capsys):
+    tmp_path = project
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = validate(compose([f"tracking.uri={uri}", "train.epochs=2", "seed=7",
                             "model.hidden_sizes=[24]", "optimizer=adam"]))  # fmt: skip
-    train.run(cfg, data_path=data)
+    train.run(cfg)
     run_id = json.loads((tmp_path / "reports/train/run.json").read_text())["run_id"]
 
     recorded = reproduce.recipe(run_id, uri, summary=tmp_path / "data/processed/summary.json")
@@ -40,7 +36,7 @@ def test_a_run_is_reproduced_from_its_mlflow_record_alone(tmp_path, monkeypatch,
 
     # Retraining from the written params gives the very same model.
     first = (tmp_path / "models/model.npz").read_bytes()
-    train.run(rebuilt, data_path=data)
+    train.run(rebuilt)
     assert (tmp_path / "models/model.npz").read_bytes() == first
     assert yaml.safe_load((tmp_path / "params.yaml").read_text())["seed"] == 7
 

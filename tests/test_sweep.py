@@ -10,13 +10,10 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import joblib
-import mlflow
 import numpy as np
 import pytest
 import yaml
@@ -25,31 +22,17 @@ from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from pipeline import sweep, sweep_summary
-from pipeline.config import CONF_DIR, validate
+from pipeline import sweep
+from pipeline.config import validate
+from pipeline.names import CONF_DIR
+from pipeline.reporting import sweep_summary
+from pipeline.sweeps import parent as sweep_parent
+from pipeline.sweeps.points import plain_config
 
-from conftest import write_split
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.project import command_env, run_module
 
 
 # ---------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="module")
-def empty_store(tmp_path_factory) -> Path:
-    """An MLflow SQLite store with its tables: creating them takes seconds, copying it none."""
-    path = tmp_path_factory.mktemp("store") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def project(tmp_path, empty_store) -> Path:
-    """A project folder: a tiny preprocessed split and an empty MLflow store."""
-    shutil.copy(empty_store, tmp_path / "mlflow.db")
-    write_split(tmp_path / "data/processed", n_train=300, n_val=100, n_test=100)
-    return tmp_path
-
-
 @pytest.fixture
 def bright_project(project) -> Path:
     """As :func:`project`, with images in [0, 10] (as unscaled inputs would be): there ReLU
@@ -64,28 +47,10 @@ def bright_project(project) -> Path:
     return project
 
 
-@pytest.fixture
-def clean_mlflow():
-    """No active run or tracking URI left behind by a test that tracks in this process."""
-    yield
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
-
-
 def run_sweep(project: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     """``python -m pipeline.sweep ARGS`` in ``project`` with its own MLflow store."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow.db'}"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.sweep", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    env = command_env(f"sqlite:///{project / 'mlflow.db'}")
+    return run_module("pipeline.sweep", *args, cwd=project, env=env, timeout=timeout)
 
 
 def runs_of(project: Path):
@@ -112,10 +77,10 @@ def test_default_grid_composes_as_a_multirun_over_architectures_and_learning_rat
     rates = [float(r) for r in params["optimizer.learning_rate"].split(",")]
     assert min(rates) == 0.01 and max(rates) == 0.5
     for name in params["model"].split(","):  # every architecture is a valid config
-        sizes = validate(sweep.plain_config(hydra_compose([f"model={name}"]))).model.hidden_sizes
+        sizes = validate(plain_config(hydra_compose([f"model={name}"]))).model.hidden_sizes
         assert max(sizes) <= 512
     # the sweep config adds nothing to the training config: params.yaml stays as it is
-    assert sweep.plain_config(cfg) == sweep.plain_config(hydra_compose([]))
+    assert plain_config(cfg) == plain_config(hydra_compose([]))
 
 
 def test_best_grid_composes_wide_relu_networks():
@@ -123,7 +88,7 @@ def test_best_grid_composes_wide_relu_networks():
     assert cfg.hydra.mode == RunMode.MULTIRUN
     models = cfg.hydra.sweeper.params["model"].split(",")
     for name in models:
-        config = validate(sweep.plain_config(hydra_compose(["+sweep=best", f"model={name}"])))
+        config = validate(plain_config(hydra_compose(["+sweep=best", f"model={name}"])))
         assert config.model.hidden_activation == "relu"
         assert config.optimizer.momentum == 0.9
         assert min(config.model.hidden_sizes) >= 256
@@ -156,7 +121,7 @@ def test_ray_launcher_config_has_the_plugins_keys():
 
 def test_callback_and_help_compose():
     cfg = hydra_compose(["hydra/callbacks=sweep", "hydra/help=sweep"])
-    assert cfg.hydra.callbacks.sweep._target_ == "pipeline.sweep.SweepCallback"
+    assert cfg.hydra.callbacks.sweep._target_ == "pipeline.sweeps.parent.SweepCallback"
     template = cfg.hydra.help.template
     for word in ("model", "optimizer", "data", "+sweep", "hydra/launcher", "learning_rate"):
         assert word in template
@@ -365,13 +330,13 @@ def test_a_diverging_point_fails_alone(bright_project):
 
 
 def test_parent_fails_and_exit_status_is_1_when_every_point_failed(
-    project, monkeypatch, clean_mlflow
+    project, monkeypatch, clean_mlflow_state
 ):
     """The callback in this process, with one failed point's result written by hand."""
     monkeypatch.chdir(project)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     cfg = hydra_compose([f"hydra.sweep.dir={project / 'multirun'}"])
-    callback = sweep.SweepCallback()
+    callback = sweep_parent.SweepCallback()
     callback.on_multirun_start(cfg)
     parent_id = json.loads((project / "multirun/sweep.json").read_text())["parent_run_id"]
     point = project / "multirun/0"

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import clone_working_tree, mnist_mirror
+from helpers.data import mnist_mirror
+from helpers.project import clone_working_tree
 
 BIN = Path(sys.executable).parent
 

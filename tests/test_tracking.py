@@ -1,11 +1,11 @@
-"""pipeline.tracking on the embedded SQLite store, and pipeline.progress."""
+"""pipeline.tracking on the embedded SQLite store, and the training progress bar."""
 
 from __future__ import annotations
 
+import ast
 import io
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,9 +20,13 @@ from mlflow.tracking import MlflowClient
 
 import mlp
 from pipeline import tracking
-from pipeline.progress import ProgressBar
+from pipeline.errors import Terminated, install_sigterm_handler
+from pipeline.tracking import provenance, store
+from pipeline.training.progress import ProgressBar
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.mlflow_server import free_port
+from helpers.project import ROOT, command_env
+
 pytestmark = pytest.mark.usefixtures("clean_mlflow_state")
 
 CONFIG = {
@@ -33,15 +37,14 @@ CONFIG = {
 }
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    """One SQLite store for the module: creating its tables takes a couple of seconds."""
-    return tmp_path_factory.mktemp("store")
+@pytest.fixture
+def uri(store_uri) -> str:
+    return store_uri
 
 
 @pytest.fixture
-def uri(store) -> str:
-    return f"sqlite:///{store / 'mlflow.db'}"
+def store_dir(store_uri) -> Path:
+    return Path(store_uri.removeprefix("sqlite:///")).parent
 
 
 def _data(n: int = 200, seed: int = 0):
@@ -51,15 +54,9 @@ def _data(n: int = 200, seed: int = 0):
     return X, y
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # ---------------------------------------------------------------------------- where the store is
 def test_project_root_is_the_repository():
-    assert tracking.project_root() == ROOT
+    assert store.project_root() == ROOT
     assert (ROOT / ".dvc").is_dir()
 
 
@@ -91,21 +88,21 @@ def test_configured_uri_relative_sqlite_made_absolute(tmp_path):
 def test_dvc_experiment_copy_uses_the_real_repository(tmp_path, copy):
     repo = tmp_path / "repo"
     root = repo / copy
-    assert tracking.store_root(root) == repo
+    assert store.store_root(root) == repo
     assert tracking.resolve_tracking_uri(None, root) == f"sqlite:///{repo}/mlflow.db"
     assert tracking.resolve_tracking_uri("sqlite:///x.db", root) == f"sqlite:///{repo}/x.db"
-    assert tracking.store_root(repo) == repo
+    assert store.store_root(repo) == repo
 
 
 def test_artifact_location_beside_the_sqlite_file(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    assert tracking.artifact_location(uri) == (tmp_path / "mlartifacts").as_uri()
-    assert tracking.artifact_location("http://host:5000") is None
+    assert store.artifact_location(uri) == (tmp_path / "mlartifacts").as_uri()
+    assert store.artifact_location("http://host:5000") is None
 
 
 # ---------------------------------------------------------------------------- what a run records
 def test_flatten_nested_config():
-    flat = tracking.flatten(
+    flat = provenance.flatten(
         {"a": {"b": {"c": 1}, "d": [1, 2]}, "lr": 0.1, "on": True, "x": None, "s": "tanh"}
     )
     assert flat == {
@@ -116,12 +113,15 @@ def test_flatten_nested_config():
         "x": "null",
         "s": "tanh",
     }
-    assert tracking.flatten({"n": np.int64(3), "v": np.array([1, 2])}) == {"n": "3", "v": "[1, 2]"}
+    assert provenance.flatten({"n": np.int64(3), "v": np.array([1, 2])}) == {
+        "n": "3",
+        "v": "[1, 2]",
+    }
 
 
 def test_run_tags_outside_git(tmp_path):
     had_tensorflow = "tensorflow" in sys.modules
-    tags = tracking.run_tags(tmp_path, {"train_images": "ab" * 32}, stage="train")
+    tags = provenance.run_tags(tmp_path, {"train_images": "ab" * 32}, stage="train")
     assert tags["git.commit"] == "unknown"
     assert "git.dirty" not in tags
     assert tags["data.sha256.train_images"] == "ab" * 32
@@ -133,7 +133,7 @@ def test_run_tags_outside_git(tmp_path):
         assert "tensorflow" not in sys.modules, "run_tags must not import TensorFlow"
 
 
-def test_run_with_training_logs_params_metrics_tags_and_config(uri, store):
+def test_run_with_training_logs_params_metrics_tags_and_config(uri, store_dir):
     X, y = _data()
     digests = {"train_images": "0" * 64, "train_labels": "1" * 64}
     with tracking.start_run(
@@ -142,10 +142,10 @@ def test_run_with_training_logs_params_metrics_tags_and_config(uri, store):
         model = mlp.MLP(CONFIG["model"]["layer_sizes"], seed=0)
         model.fit(
             X, y, epochs=2, batch_size=32, optimizer=mlp.SGD(0.1), validation=(X[:50], y[:50]),
-            callbacks=[tracking.MlflowCallback()],
+            callbacks=[run.epoch_logger()],
         )  # fmt: skip
     client = MlflowClient(uri)
-    finished = client.get_run(run.info.run_id)
+    finished = client.get_run(run.id)
     assert finished.info.status == "FINISHED"
     # Nothing exported that a later resolve_tracking_uri would take for the user's choice.
     assert "MLFLOW_TRACKING_URI" not in os.environ
@@ -156,9 +156,9 @@ def test_run_with_training_logs_params_metrics_tags_and_config(uri, store):
     assert params["train.blas_threads"] == "null"
 
     for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
-        history = client.get_metric_history(run.info.run_id, name)
+        history = client.get_metric_history(run.id, name)
         assert [m.step for m in history] == [1, 2], name
-    losses = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    losses = [m.value for m in client.get_metric_history(run.id, "train_loss")]
     assert all(np.isfinite(losses))
 
     tags = finished.data.tags
@@ -172,9 +172,9 @@ def test_run_with_training_logs_params_metrics_tags_and_config(uri, store):
     assert tags["k"] == "1"
     assert tags["version.mlflow"] == mlflow.__version__
 
-    assert finished.info.artifact_uri.startswith((store / "mlartifacts").as_uri())
-    assert [f.path for f in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
-    local = client.download_artifacts(run.info.run_id, "config.yaml", str(store))
+    assert finished.info.artifact_uri.startswith((store_dir / "mlartifacts").as_uri())
+    assert [f.path for f in client.list_artifacts(run.id)] == ["config.yaml"]
+    local = client.download_artifacts(run.id, "config.yaml", str(store_dir))
     assert yaml.safe_load(Path(local).read_text()) == CONFIG
 
 
@@ -182,7 +182,7 @@ def test_more_than_100_params_are_logged_in_batches(uri):
     config = {"group": {f"p{i:03d}": i for i in range(250)}}
     with tracking.start_run(config, stage="unit", experiment="unit", uri=uri) as run:
         pass
-    params = MlflowClient(uri).get_run(run.info.run_id).data.params
+    params = MlflowClient(uri).get_run(run.id).data.params
     assert len(params) == 250 and params["group.p249"] == "249"
 
 
@@ -190,7 +190,7 @@ def test_exception_ends_failed_with_reason(uri):
     with pytest.raises(ValueError, match="boom"):
         with tracking.start_run(CONFIG, stage="train", experiment="unit", uri=uri) as run:
             raise ValueError("boom")
-    finished = MlflowClient(uri).get_run(run.info.run_id)
+    finished = MlflowClient(uri).get_run(run.id)
     assert finished.info.status == "FAILED"
     assert finished.data.tags["failure_reason"] == "ValueError: boom"
     assert mlflow.active_run() is None
@@ -200,7 +200,7 @@ def test_divergence_ends_failed_with_epoch_and_step(uri):
     with pytest.raises(mlp.DivergenceError):
         with tracking.start_run(CONFIG, stage="train", experiment="unit", uri=uri) as run:
             raise mlp.DivergenceError(epoch=2, step=5, steps_per_epoch=7, loss=float("nan"))
-    finished = MlflowClient(uri).get_run(run.info.run_id)
+    finished = MlflowClient(uri).get_run(run.id)
     assert finished.info.status == "FAILED"
     tags = finished.data.tags
     assert tags["failure_reason"].startswith("DivergenceError: training diverged")
@@ -211,15 +211,15 @@ def test_keyboard_interrupt_ends_killed(uri):
     with pytest.raises(KeyboardInterrupt):
         with tracking.start_run(CONFIG, stage="train", experiment="unit", uri=uri) as run:
             raise KeyboardInterrupt
-    assert MlflowClient(uri).get_run(run.info.run_id).info.status == "KILLED"
+    assert MlflowClient(uri).get_run(run.id).info.status == "KILLED"
     assert mlflow.active_run() is None
 
 
 def test_sigterm_ends_killed(uri):
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        assert tracking.install_sigterm_handler()
-        with pytest.raises(tracking.Terminated) as raised:
+        assert install_sigterm_handler()
+        with pytest.raises(Terminated) as raised:
             with tracking.start_run(CONFIG, stage="train", experiment="unit", uri=uri) as run:
                 os.kill(os.getpid(), signal.SIGTERM)
                 for _ in range(1000):  # the handler runs between bytecodes
@@ -227,20 +227,20 @@ def test_sigterm_ends_killed(uri):
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert raised.value.code == 128 + signal.SIGTERM
-    assert MlflowClient(uri).get_run(run.info.run_id).info.status == "KILLED"
+    assert MlflowClient(uri).get_run(run.id).info.status == "KILLED"
 
 
 def test_nested_run_in_the_same_process(uri):
     with tracking.start_run(CONFIG, stage="sweep", experiment="unit", uri=uri) as parent:
-        parent_id = parent.info.run_id
+        parent_id = parent.id
         with tracking.start_run(
             CONFIG, stage="train", experiment="unit", uri=uri, parent_run_id=parent_id
         ) as child:
             pass
         assert mlflow.active_run().info.run_id == parent_id
     client = MlflowClient(uri)
-    assert client.get_run(child.info.run_id).data.tags["mlflow.parentRunId"] == parent_id
-    assert client.get_run(child.info.run_id).info.status == "FINISHED"
+    assert client.get_run(child.id).data.tags["mlflow.parentRunId"] == parent_id
+    assert client.get_run(child.id).info.status == "FINISHED"
 
 
 def test_child_run_in_another_process_links_to_parent(uri):
@@ -253,13 +253,12 @@ def test_child_run_in_another_process_links_to_parent(uri):
         with tracking.start_run({"point": 1}, stage="sweep-point", experiment="unit", uri=uri,
                                 parent_run_id=parent_id) as run:
             pass
-        print("CHILD", run.info.run_id)
+        print("CHILD", run.id)
         """
     )
     with tracking.start_run(CONFIG, stage="sweep", experiment="unit", uri=uri) as parent:
-        parent_id = parent.info.run_id
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        env.pop("MLFLOW_TRACKING_URI", None)
+        parent_id = parent.id
+        env = command_env()
         done = subprocess.run(
             [sys.executable, "-c", script, uri, parent_id],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
@@ -277,24 +276,54 @@ def test_child_run_in_another_process_links_to_parent(uri):
     assert [r.info.run_id for r in children] == [child_id]
 
 
-def test_log_artifact_file(uri, tmp_path):
+def test_a_run_records_files_text_tags_and_metrics(uri, tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("hello")
     with tracking.start_run(CONFIG, stage="train", experiment="unit", uri=uri) as run:
-        tracking.log_artifact_file(path, "extra")
+        run.log_file(path, "extra")
+        run.log_text("some text", "notes/summary.md")
+        run.set_tags({"evaluated": True, "long": "x" * 9000})
+        run.log_metrics({"a": 1.5, "flag": True}, step=3)
     client = MlflowClient(uri)
-    assert [f.path for f in client.list_artifacts(run.info.run_id, "extra")] == ["extra/notes.txt"]
+    assert [f.path for f in client.list_artifacts(run.id, "extra")] == ["extra/notes.txt"]
+    assert [f.path for f in client.list_artifacts(run.id, "notes")] == ["notes/summary.md"]
+    recorded = client.get_run(run.id).data
+    assert recorded.tags["evaluated"] == "True" and len(recorded.tags["long"]) == 5000
+    assert [(m.value, m.step) for m in client.get_metric_history(run.id, "a")] == [(1.5, 3)]
+    assert recorded.metrics["flag"] == 1.0
 
 
-def test_callback_needs_a_run():
-    X, y = _data(40)
-    with pytest.raises(RuntimeError, match="active MLflow run"):
-        mlp.MLP([8, 3]).fit(X, y, callbacks=[tracking.MlflowCallback()])
+def test_existing_run_only_in_the_store_in_use(uri, tmp_path):
+    with tracking.start_run(CONFIG, stage="train", experiment="unit", uri=uri) as run:
+        pass
+    again = tracking.existing_run(run.id, uri, uri)
+    again.log_metrics({"test_top1_accuracy": 0.9})
+    assert MlflowClient(uri).get_run(run.id).data.metrics["test_top1_accuracy"] == 0.9
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    assert tracking.existing_run(run.id, uri, other) is None
+
+
+def test_only_the_tracking_package_imports_mlflow():
+    """The boundary: stage code records through pipeline.tracking's own API."""
+    offenders = []
+    for path in sorted((ROOT / "pipeline").rglob("*.py")):
+        if path.is_relative_to(ROOT / "pipeline" / "tracking"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            if any(m == "mlflow" or m.startswith("mlflow.") for m in modules):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
 
 
 # ---------------------------------------------------------------------------- failing fast
 def test_unreachable_server_raises_fast():
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(tracking.TrackingUnavailable, match="not reachable") as raised:
         tracking.check_tracking_server(url, timeout=2)
     message = str(raised.value)
@@ -303,7 +332,7 @@ def test_unreachable_server_raises_fast():
 
 
 def test_start_run_checks_the_server_before_anything(monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(tracking.TrackingUnavailable):
         with tracking.start_run(CONFIG, stage="train", experiment="unit"):
             pytest.fail("the run must not start")
@@ -315,7 +344,7 @@ def test_non_http_uris_are_not_checked(uri):
 
 
 def test_retry_on_database_is_locked(monkeypatch):
-    monkeypatch.setattr(tracking.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(store.time, "sleep", lambda seconds: None)
     calls = []
 
     def flaky(value):
@@ -324,7 +353,7 @@ def test_retry_on_database_is_locked(monkeypatch):
             raise sqlite3.OperationalError("database is locked")
         return value * 2
 
-    assert tracking.with_retry(flaky, 21) == 42
+    assert store.with_retry(flaky, 21) == 42
     assert len(calls) == 3
 
     def broken():
@@ -333,14 +362,14 @@ def test_retry_on_database_is_locked(monkeypatch):
 
     calls.clear()
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
-        tracking.with_retry(broken)
+        store.with_retry(broken)
     assert calls == ["broken"]
 
     def always_locked():
         raise mlflow.exceptions.MlflowException("(sqlite3.OperationalError) database is locked")
 
     with pytest.raises(mlflow.exceptions.MlflowException):
-        tracking.with_retry(always_locked, tries=3)
+        store.with_retry(always_locked, tries=3)
 
 
 # ---------------------------------------------------------------------------- progress bar
@@ -367,5 +396,4 @@ def test_progress_bar_quiet_when_not_a_terminal():
 
 def test_mlp_does_not_import_mlflow():
     code = "import sys, mlp; sys.exit('mlflow' in sys.modules or 'tqdm' in sys.modules)"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=command_env()).returncode == 0

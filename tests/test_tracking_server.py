@@ -56,9 +56,9 @@ def test_training_run_logged_to_the_server(server, monkeypatch):
     ) as run:
         mlp.MLP([8, 6, 3], seed=0).fit(
             X, y, epochs=2, batch_size=32, optimizer=mlp.SGD(0.1), validation=(X[:50], y[:50]),
-            callbacks=[tracking.MlflowCallback()],
+            callbacks=[run.epoch_logger()],
         )  # fmt: skip
-    run_id = run.info.run_id
+    run_id = run.id
 
     experiment_id = _experiment_id(url, "server-test")
     found = _post(
@@ -95,9 +95,7 @@ def test_failed_run_on_the_server(server):
     with pytest.raises(mlp.DivergenceError):
         with tracking.start_run(CONFIG, stage="train", experiment="server-test", uri=url) as run:
             raise mlp.DivergenceError(epoch=1, step=3, steps_per_epoch=7, loss=float("inf"))
-    got = _get(
-        f"{url}/api/2.0/mlflow/runs/get?{urllib.parse.urlencode({'run_id': run.info.run_id})}"
-    )
+    got = _get(f"{url}/api/2.0/mlflow/runs/get?{urllib.parse.urlencode({'run_id': run.id})}")
     assert got["run"]["info"]["status"] == "FAILED"
     tags = {t["key"]: t["value"] for t in got["run"]["data"]["tags"]}
     assert (tags["diverged_epoch"], tags["diverged_step"]) == ("1", "3")

@@ -12,17 +12,6 @@ from mlp import MLP, DivergenceError
 from pipeline import evaluate, train
 from pipeline.config import compose, validate
 
-from conftest import write_split
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A working directory with a small preprocessed split (separable classes)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    write_split(tmp_path / "data/processed")
-    return tmp_path
-
 
 def config(project, *overrides):
     uri = f"sqlite:///{project / 'mlflow.db'}"
@@ -31,8 +20,8 @@ def config(project, *overrides):
 
 def test_train_then_evaluate_writes_reports_and_one_mlflow_run(project):
     cfg = config(project, "train.batch_size=16")
-    result = train.run(cfg, data_path=project / "data/processed/mnist.npz")
-    assert result["train_seconds"] > 0
+    result = train.run(cfg)
+    assert result.metrics["train_seconds"] > 0
 
     model = MLP.load(project / "models/model.npz")
     assert model.layer_sizes == [784, 32, 16, 10]
@@ -48,13 +37,7 @@ def test_train_then_evaluate_writes_reports_and_one_mlflow_run(project):
         "epoch_seconds",
     }
 
-    metrics, files = evaluate.evaluate(
-        project / "models/model.npz",
-        project / "data/processed/mnist.npz",
-        project / "reports/train",
-        project / "reports/evaluate",
-        project / "reports/metrics.json",
-    )
+    metrics, run_id = evaluate.run(cfg)
     written = json.loads((project / "reports/metrics.json").read_text())
     assert written == metrics
     assert set(written) == {
@@ -78,8 +61,6 @@ def test_train_then_evaluate_writes_reports_and_one_mlflow_run(project):
     with open(project / "reports/evaluate/confusion_matrix.csv") as fh:
         counts = [list(map(int, row[1:])) for row in list(csv.reader(fh))[1:]]
     assert sum(map(sum, counts)) == 200
-
-    run_id = evaluate.track(cfg, metrics, files, project / "reports/train")
     assert run_id == json.loads((project / "reports/train/run.json").read_text())["run_id"]
     client = MlflowClient(cfg.tracking.uri)
     runs = client.search_runs([client.get_experiment_by_name("mnist-mlp").experiment_id])
@@ -104,7 +85,7 @@ def test_diverging_run_writes_no_model_and_is_marked_failed(project):
     (project / "models").mkdir()
     (project / "models/model.npz").write_bytes(b"an older model")
     with pytest.raises(DivergenceError):
-        train.run(cfg, data_path=project / "data/processed/mnist.npz")
+        train.run(cfg)
     assert not (project / "models/model.npz").exists()
     assert not (project / "reports/train/metrics.json").exists()
     client = MlflowClient(cfg.tracking.uri)
@@ -119,14 +100,16 @@ def test_train_main_reports_a_bad_config_without_a_traceback(project, capsys):
     err = capsys.readouterr().err
     assert "train.epochs = 0" in err
     assert "Traceback" not in err
-    assert not (project / "mlflow.db").exists()  # stopped before any work or tracking
+    assert not (project / "models").exists()  # stopped before any work
+    assert not (project / "mlruns").exists() and not (project / "mlartifacts").exists()
 
 
 def test_training_respects_the_configured_blas_threads(project):
     from threadpoolctl import threadpool_info
 
     from mlp import Callback
-    from pipeline.training import load_dataset, train_model
+    from pipeline.data.dataset import load_dataset
+    from pipeline.training.frameworks import train_numpy
 
     seen = []
 
@@ -135,5 +118,5 @@ def test_training_respects_the_configured_blas_threads(project):
             seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
 
     data = load_dataset(project / "data/processed/mnist.npz")
-    train_model(config(project, "train.blas_threads=1", "train.epochs=2"), data, [Probe()])
+    train_numpy(config(project, "train.blas_threads=1", "train.epochs=2"), data, [Probe()])
     assert seen == [{1}, {1}]

@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.common import atomic_write, write_json
+from pipeline.files import atomic_write, write_json
+from pipeline.names import RESULT_FILE
 
-RESULT_FILE = "result.json"
 FINISHED, FAILED = "FINISHED", "FAILED"
 
 #: Columns of ``summary.csv``, in order.
@@ -264,7 +264,7 @@ def heatmap(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "") -
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from pipeline.plots import _save
+    from pipeline.reporting.plots import save_figure
 
     archs: dict[str, float] = {}
     for row in rows:
@@ -295,7 +295,7 @@ def heatmap(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "") -
         ax.text(0.5, 0.5, "no point reported a result", ha="center", va="center")
         ax.set_axis_off()
         ax.set_title(title or "Validation top-1 accuracy")
-        return _save(fig, Path(path))
+        return save_figure(fig, Path(path))
     cmap = plt.get_cmap("viridis").with_extremes(bad="#d9d9d9")
     finite = values[np.isfinite(values)]
     vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
@@ -331,7 +331,7 @@ def heatmap(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "") -
     ax.set_title(title or "Validation top-1 accuracy")
     fig.colorbar(image, ax=ax, label="validation top-1 accuracy")
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def best_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

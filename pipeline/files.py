@@ -1,30 +1,28 @@
-"""Small helpers shared by the stage modules: params.yaml, atomic writes, SHA-256 digests.
+"""Files the pipeline writes and reads: atomic writes, JSON, CSV, the per-epoch history, digests.
 
-Temporary files follow one naming rule, ``.<name>.<random>.tmp`` beside the target (the same rule
-as ``mlp.MLP.save``), so a stage can find and remove the leftovers of an interrupted run.
+Every output is written all-or-nothing (:func:`atomic_write`). Temporary files follow one naming
+rule, ``.<name>.<random>.tmp`` beside the target (the same rule as ``mlp.MLP.save``), so a stage
+can find and remove the leftovers of an interrupted run.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import json
-import logging
 import os
 import re
-import sys
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline.errors import InputError
+
 _CHUNK = 1 << 20  # bytes read at a time when hashing or copying
-
-
-class ParamsError(ValueError):
-    """params.yaml is missing, unreadable, or lacks a key a stage needs."""
 
 
 def temp_files_for(path: str | os.PathLike) -> list[Path]:
@@ -87,8 +85,50 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return path
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def require(path: str | os.PathLike, made_by: str | None = None) -> Path:
+    """``path``, which must exist: else a ``FileNotFoundError`` that says which stage
+    (``made_by``) writes it."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found{_rerun(made_by)}")
+    return path
+
+
+def _rerun(made_by: str | None) -> str:
+    return f": run `dvc repro {made_by}` first" if made_by else ""
+
+
+def read_json(path: str | os.PathLike, made_by: str | None = None) -> Any:
+    """The JSON in ``path`` (see :func:`require`)."""
+    return json.loads(require(path, made_by).read_text())
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    """A CSV file with one header line, atomically."""
+    path = Path(path)
+    with atomic_write(path, "w") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_history(path: str | os.PathLike, rows: Sequence[Mapping[str, float]]) -> Path:
+    """The per-epoch history (one row per epoch, the columns of :data:`names.CURVES`) as CSV."""
+    if not rows:
+        raise ValueError(f"no epochs to write to {path}")
+    columns = list(rows[0])
+    return write_csv(path, columns, ([row[c] for c in columns] for row in rows))
+
+
+def read_history(path: str | os.PathLike, made_by: str | None = None) -> list[dict[str, float]]:
+    """A history written by :func:`write_history`, as rows of floats."""
+    path = require(path, made_by)
+    with path.open() as fh:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    if not rows:
+        raise InputError(f"{path} has no epochs{_rerun(made_by)}")
+    return rows
 
 
 def sha256_file(path: str | os.PathLike, *, decompress: bool = False) -> str:
@@ -107,11 +147,6 @@ def sha256_file(path: str | os.PathLike, *, decompress: bool = False) -> str:
 
 # What reading a damaged gzip stream can raise (BadGzipFile is an OSError).
 GZIP_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error)
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """Plain ``message`` lines on stderr for the stage scripts (a no-op if already configured)."""
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
 
 
 def safe_name(value: object, fallback: str = "unnamed") -> str:

@@ -14,7 +14,7 @@ config                        Keras
                               the batch); ``sse``: :class:`SumSquaredError`,
                               ``1/2 sum_i (y_i - a_i)^2`` per example, mean over the batch
 ``model.init``                not used: the kernels and biases are *copied* from an
-                              :class:`mlp.MLP` built by :func:`pipeline.training.build_model`
+                              :class:`mlp.MLP` built by :func:`pipeline.training.build.build_model`
 ``optimizer`` ``sgd`` /       ``keras.optimizers.SGD(learning_rate, momentum, nesterov)``:
 ``momentum``                  the same update as :class:`mlp.SGD` (Sutskever's form)
 ``optimizer`` ``adam``        ``keras.optimizers.Adam(learning_rate, beta1, beta2, epsilon)``;
@@ -46,10 +46,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -58,7 +62,14 @@ import numpy as np
 
 from mlp import MLP, Callback
 from pipeline.config import Config
-from pipeline.training import N_CLASSES, Dataset, build_model
+from pipeline.data.dataset import Dataset
+from pipeline.errors import PipelineError, UsageError
+from pipeline.machine import cpu_description
+from pipeline.names import N_CLASSES
+from pipeline.training.build import build_model
+from pipeline.training.frameworks import History
+
+log = logging.getLogger(__name__)
 
 #: How Keras compiles the training step: ``"auto"``, Keras's own default, is a TensorFlow graph
 #: (``tf.function``), with XLA only where TensorFlow sees a GPU (on 2 CPU cores XLA made the
@@ -71,8 +82,12 @@ STEPS_PER_EXECUTION = 32
 EVAL_BATCH_SIZE = 2048
 
 
-class BaselineError(RuntimeError):
-    """The TensorFlow baseline cannot run as configured (no GPU, diverged, ...)."""
+class BaselineError(PipelineError):
+    """The TensorFlow baseline failed (diverged, took other steps than configured, ...)."""
+
+
+class BaselineUnavailable(BaselineError, UsageError):
+    """The TensorFlow baseline cannot run as configured here (no GPU, another Keras backend)."""
 
 
 # ---------------------------------------------------------------------------- TensorFlow
@@ -92,20 +107,20 @@ def import_tensorflow(device: str = "cpu"):
                 tf.config.set_visible_devices([], "GPU")
             except RuntimeError as exc:  # TensorFlow already initialised its devices
                 if tf.config.get_visible_devices("GPU"):
-                    raise BaselineError(
+                    raise BaselineUnavailable(
                         "baseline.device = 'cpu' but TensorFlow already uses a GPU in this "
                         f"process ({exc}); run the baseline in a fresh process"
                     ) from None
     elif device == "gpu":
         if not gpus:
-            raise BaselineError(
+            raise BaselineUnavailable(
                 "baseline.device = 'gpu' but TensorFlow sees no GPU (tensorflow-cpu, or no "
                 "CUDA device); set baseline.device=cpu"
             )
     else:
-        raise BaselineError(f"baseline.device must be 'cpu' or 'gpu', got {device!r}")
+        raise BaselineUnavailable(f"baseline.device must be 'cpu' or 'gpu', got {device!r}")
     if keras.backend.backend() != "tensorflow":
-        raise BaselineError(
+        raise BaselineUnavailable(
             f"Keras uses the {keras.backend.backend()!r} backend; the baseline needs "
             "TensorFlow: unset KERAS_BACKEND or set it to 'tensorflow'"
         )
@@ -121,11 +136,7 @@ def processing_unit(device: str = "cpu") -> str:
         names = [tf.config.experimental.get_device_details(g).get("device_name") for g in gpus]
         names = [n for n in names if n]
         return "GPU" + (f", {names[0]}" if names else "")
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return f"CPU, {cores} core" + ("s" if cores != 1 else "")
+    return cpu_description()
 
 
 @contextlib.contextmanager
@@ -202,7 +213,7 @@ def keras_optimizer(cfg: Config):
 def build_keras_model(cfg: Config, net: MLP, *, compile: bool = True):
     """The network of ``cfg`` in Keras, holding copies of ``net``'s weights and biases.
 
-    ``net`` must be the model of ``cfg`` (:func:`pipeline.training.build_model`); its initial
+    ``net`` must be the model of ``cfg`` (:func:`pipeline.training.build.build_model`); its initial
     weights become the Dense kernels (both are ``(fan_in, fan_out)``) and biases. Compiled with
     the configured loss and optimiser, a top-1 ``accuracy`` metric, Keras's default
     ``jit_compile`` and :data:`STEPS_PER_EXECUTION`. Call it inside :func:`floatx`
@@ -216,7 +227,7 @@ def build_keras_model(cfg: Config, net: MLP, *, compile: bool = True):
     if net.layer_sizes[1:] != sizes or net.activations != activations:
         raise ValueError(
             f"the NumPy model {net!r} is not the network of this config "
-            f"({sizes}, {activations}): build it with pipeline.training.build_model(cfg)"
+            f"({sizes}, {activations}): build it with pipeline.training.build.build_model(cfg)"
         )
     if net.dtype.name != cfg.train.dtype:
         raise ValueError(f"the NumPy model is {net.dtype.name}, train.dtype is {cfg.train.dtype}")
@@ -458,3 +469,97 @@ def load_keras_model(path):
 
     _sum_squared_error()  # registers the ``sse`` loss for deserialisation
     return keras.saving.load_model(path)
+
+
+# ---------------------------------------------------------------------------- as a framework
+class _EpochLog(Callback):
+    """One log line per epoch (Keras trains without its progress bar, whose per-step hook would
+    slow it down)."""
+
+    def on_train_begin(self, model: Any, info: dict[str, int]) -> None:
+        self.epochs = info["epochs"]
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        line = f"epoch {epoch}/{self.epochs}: loss {logs['loss']:.4f}, acc {logs['accuracy']:.4f}"
+        if "val_loss" in logs:
+            line += f", val_loss {logs['val_loss']:.4f}, val_acc {logs['val_accuracy']:.4f}"
+        log.info("%s (%.2f s)", line, logs["seconds"])
+
+
+class Keras:
+    """The baseline as a :class:`~pipeline.training.frameworks.Framework`: the configured network
+    in TensorFlow/Keras, started from the NumPy model's initial weights."""
+
+    name = "tensorflow"
+    library = "TensorFlow/Keras"
+
+    def __init__(self) -> None:
+        self.unit = "CPU"
+
+    def prepare(self, cfg: Config) -> None:
+        import_tensorflow(cfg.baseline.device)  # a missing GPU stops here
+        self.unit = processing_unit(cfg.baseline.device)
+
+    def tags(self, cfg: Config) -> dict[str, str]:
+        return {
+            "library": self.name,
+            "processing_unit": self.unit,
+            "baseline.same_batches": str(cfg.baseline.same_batches).lower(),
+        }
+
+    def train(self, cfg: Config, data: Dataset, callbacks: Sequence[Callback]):
+        net = build_model(cfg, data.X_train.shape[1])
+        return train_keras(cfg, data, net, [_EpochLog(), *callbacks])
+
+    def predict_proba(self, cfg: Config, model: Any, X: np.ndarray) -> np.ndarray:
+        return predict_proba(model, X, cfg.train.dtype)
+
+    def save(self, model: Any, path: Path) -> Path:
+        """``model.save`` all-or-nothing: written in a temporary folder beside ``path``, renamed."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        try:
+            tmp = tmp_dir / path.name
+            model.save(tmp)
+            mask = os.umask(0o022)
+            os.umask(mask)
+            os.chmod(tmp, 0o666 & ~mask)
+            os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        return path
+
+    def describe(self, cfg: Config, model: Any, history: History) -> dict[str, Any]:
+        """The run's settings, how Keras was fed and compiled, the versions."""
+        import importlib.metadata
+
+        import tensorflow as tf
+
+        same = cfg.baseline.same_batches
+        if not cfg.train.shuffle:
+            batches = "in the stored order, as the NumPy MLP (train.shuffle is false)"
+        elif same:
+            batches = (
+                "the NumPy MLP's: each epoch's order is its generator's permutation, cut into "
+                "consecutive batches (the last one partial), fed through tf.data"
+            )
+        else:
+            batches = f"tf.data's own shuffle (seed {cfg.seed}), reshuffled every epoch"
+        return {
+            "library": self.library,
+            "tensorflow_version": tf.__version__,
+            "keras_version": importlib.metadata.version("keras"),
+            "processing_unit": self.unit,
+            "device": cfg.baseline.device,
+            "same_batches": same,
+            "batches": batches,
+            "jit_compile": bool(model.jit_compile),
+            "steps_per_execution": STEPS_PER_EXECUTION,
+            "epochs": cfg.train.epochs,
+            "batch_size": cfg.train.batch_size,
+            "learning_rate": cfg.optimizer.learning_rate,
+            "optimizer": cfg.optimizer.name,
+            "dtype": cfg.train.dtype,
+            "first_epoch_seconds": history["seconds"][0],
+        }

@@ -11,10 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from pipeline.common import atomic_write
+from pipeline.files import atomic_write
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     path = Path(path)
     with atomic_write(path) as fh:
         fig.savefig(fh, dpi=120, bbox_inches="tight", format="png")
@@ -42,7 +42,7 @@ def learning_curves(rows: Sequence[dict[str, float]], path: Path, title: str = "
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(cm: np.ndarray, path: Path, title: str = "Confusion matrix") -> Path:
@@ -66,4 +66,4 @@ def confusion_matrix(cm: np.ndarray, path: Path, title: str = "Confusion matrix"
     )
     fig.colorbar(image, ax=ax, label="share of the true digit")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

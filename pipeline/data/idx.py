@@ -26,7 +26,8 @@ from typing import IO
 
 import numpy as np
 
-from pipeline.common import GZIP_ERRORS, atomic_write
+from pipeline.errors import PipelineError
+from pipeline.files import GZIP_ERRORS, atomic_write
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -52,7 +53,7 @@ _ADVICE = (
 )
 
 
-class IDXError(ValueError):
+class IDXError(PipelineError, ValueError):
     """The bytes of a file are not a valid IDX file (or not the one expected).
 
     ``path`` is the file, ``problem`` what is wrong with it; ``str()`` adds what to do.

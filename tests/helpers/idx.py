@@ -12,14 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.idx import write_idx
-
-MNIST_FILENAMES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
+from pipeline.data.idx import write_idx
+from pipeline.names import MNIST_FILES
 
 
 def fake_images(n: int, seed: int = 0, rows: int = 28, cols: int = 28) -> np.ndarray:
@@ -69,6 +63,6 @@ def write_fake_mnist(
     }
     files = {}
     for key, array in arrays.items():
-        path = write_idx(directory / MNIST_FILENAMES[key], array, compresslevel=1)
+        path = write_idx(directory / MNIST_FILES[key], array, compresslevel=1)
         files[key] = {"filename": path.name, "sha256": decompressed_sha256(path)}
     return files

@@ -1,0 +1,122 @@
+"""The libraries a configuration can be trained with, behind one small interface.
+
+:func:`pipeline.training.run.train_and_record` trains any of them the same way; a framework only
+says how to train, predict, save and describe itself:
+
+- :data:`NUMPY`: this project's :class:`mlp.MLP` (the ``train`` stage and every sweep point);
+- :class:`pipeline.training.keras_model.Keras`: the same network in TensorFlow/Keras, from the
+  same initial weights and, with ``baseline.same_batches``, the same batches (the ``baseline``
+  stage).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from mlp import MLP, Callback
+from pipeline.training.build import build_model, build_optimizer
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
+    from pipeline.data.dataset import Dataset
+
+History = dict[str, list[float]]
+
+
+class Framework(Protocol):
+    """What :func:`~pipeline.training.run.train_and_record` needs of a library."""
+
+    #: ``library`` tag of the run, and the word used in logs.
+    name: str
+
+    def prepare(self, cfg: Config) -> None:
+        """Fail early (before any run starts) when the library cannot train ``cfg`` here."""
+
+    def tags(self, cfg: Config) -> dict[str, str]:
+        """Extra tags for the run."""
+
+    def train(
+        self, cfg: Config, data: Dataset, callbacks: Sequence[Callback]
+    ) -> tuple[Any, History]:
+        """Train the configured network; returns the model and ``MLP.fit``'s history keys."""
+
+    def predict_proba(self, cfg: Config, model: Any, X: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)``."""
+
+    def save(self, model: Any, path: Path) -> Path:
+        """Write the model to ``path`` all-or-nothing."""
+
+    def describe(self, cfg: Config, model: Any, history: History) -> dict[str, Any] | None:
+        """What to write to ``info.json`` beside the model (``None``: nothing)."""
+
+
+# ---------------------------------------------------------------------------- NumPy
+def blas_threads(n: int | None):
+    """Limit BLAS threads for the duration of a ``with`` block (``None``: leave as is)."""
+    if n is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def blas_thread_count(configured: int | None) -> int | None:
+    """The BLAS threads a training with ``train.blas_threads = configured`` uses in this process
+    (joblib's sweep workers start limited to cores / n_jobs)."""
+    if configured is not None:
+        return configured
+    from threadpoolctl import threadpool_info
+
+    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max(counts) if counts else None
+
+
+def train_numpy(
+    cfg: Config, data: Dataset, callbacks: Sequence[Callback] = ()
+) -> tuple[MLP, History]:
+    """Build and train the configured :class:`mlp.MLP` on ``data``; returns it and its history."""
+    net = build_model(cfg, data.X_train.shape[1])
+    with blas_threads(cfg.train.blas_threads):
+        history = net.fit(
+            data.X_train,
+            data.y_train,
+            epochs=cfg.train.epochs,
+            batch_size=cfg.train.batch_size,
+            optimizer=build_optimizer(cfg),
+            validation=data.validation,
+            shuffle=cfg.train.shuffle,
+            callbacks=callbacks,
+        )
+    return net, history
+
+
+class NumPyMLP:
+    """This project's NumPy MLP."""
+
+    name = "numpy"
+
+    def prepare(self, cfg: Config) -> None:
+        pass
+
+    def tags(self, cfg: Config) -> dict[str, str]:
+        return {"library": self.name}
+
+    def train(self, cfg: Config, data: Dataset, callbacks: Sequence[Callback]):
+        return train_numpy(cfg, data, callbacks)
+
+    def predict_proba(self, cfg: Config, model: MLP, X: np.ndarray) -> np.ndarray:
+        return model.forward(X)
+
+    def save(self, model: MLP, path: Path) -> Path:
+        return model.save(path)
+
+    def describe(self, cfg: Config, model: MLP, history: History) -> None:
+        return None
+
+
+NUMPY = NumPyMLP()

@@ -1,0 +1,59 @@
+"""The project itself: its root, clones of it, and its commands run as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clone_working_tree(dest: Path) -> Path:
+    """A git clone of the project carrying the working tree's files (committed or not)."""
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def command_env(tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a command of this project in a subprocess: this checkout's code
+    first on the path, no MLflow settings from outside (``tracking_uri`` when given)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    if tracking_uri is not None:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env.update(extra)
+    return env
+
+
+def run_module(
+    module: str,
+    *args: str,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """``python -m <module> ARGS`` in ``cwd``, as a user would run it; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=dict(env) if env is not None else command_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
