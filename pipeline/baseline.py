@@ -56,17 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         "Train the configured network in TensorFlow/Keras from the NumPy model's initial "
         "weights (and, with baseline.same_batches, its batches), evaluate it on the test set "
         "with the same metrics (DVC stage).",
-    )
-    arguments.add_argument("--data", type=Path, default=PROCESSED, help="preprocessed split")
-    arguments.add_argument(
-        "--model", type=Path, default=BASELINE_MODEL, help="where to write the model"
-    )
-    arguments.add_argument(
-        "--reports", type=Path, default=BASELINE_REPORTS, help="folder for the reports"
+        paths={
+            "--data": (PROCESSED, "preprocessed split"),
+            "--model": (BASELINE_MODEL, "where to write the Keras model"),
+            "--reports": (BASELINE_REPORTS, "folder for the reports"),
+        },
     )
     return cli.run_stage(
         arguments,
-        lambda cfg, args: run(cfg, args.data, args.model, args.reports),
+        run,
         argv,
         failed="No baseline was written; the MLflow run is marked FAILED.",
         interrupted="no baseline was written; the MLflow run is marked KILLED.",

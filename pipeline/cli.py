@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,22 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
 
 
-def parser(prog: str, description: str, *, params: bool = True) -> argparse.ArgumentParser:
-    """An argument parser for a command, with ``--params`` unless ``params`` is false."""
+def parser(
+    prog: str,
+    description: str,
+    *,
+    params: bool = True,
+    paths: Mapping[str, tuple[Path, str]] | None = None,
+) -> argparse.ArgumentParser:
+    """An argument parser for a command: ``--params`` unless ``params`` is false, and one option
+    per entry of ``paths`` (``"--data": (default, help)``), each a path."""
     result = argparse.ArgumentParser(prog=prog, description=description)
     if params:
         result.add_argument(
             "--params", type=Path, default=PARAMS, help="composed config to read (%(default)s)"
         )
+    for option, (default, text) in (paths or {}).items():
+        result.add_argument(option, type=Path, default=default, help=f"{text} (%(default)s)")
     return result
 
 
@@ -84,18 +93,20 @@ def run(
 
 def run_stage(
     arguments: argparse.ArgumentParser,
-    stage: Callable[[Any, argparse.Namespace], Any],
+    stage: Callable[..., Any],
     argv: list[str] | None = None,
     *,
     failed: str = "",
     interrupted: str = "",
 ) -> int:
     """A DVC stage's ``main``: parse ``argv``, set up logging, read and validate ``--params``,
-    then ``stage(config, args)``, with :func:`run`'s error handling."""
+    then ``stage(config, **options)`` (the other options by name, e.g. ``data=``, ``model=``),
+    with :func:`run`'s error handling."""
     from pipeline.config import load_params
 
-    args = arguments.parse_args(argv)
+    options = vars(arguments.parse_args(argv))
+    params = options.pop("params")
     setup_logging()
     return run(
-        lambda: stage(load_params(args.params), args), failed=failed, interrupted=interrupted
+        lambda: stage(load_params(params), **options), failed=failed, interrupted=interrupted
     )

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from pipeline import cli, tracking
-from pipeline.config import Config, to_dict
+from pipeline.config import Config
 from pipeline.names import BASELINE_REPORTS, REPORTS, TRAIN_REPORTS
 from pipeline.reporting.comparison import compare, comparison_metrics, quality_line, speed_line
 
@@ -32,13 +32,8 @@ def run(
         for row in comparison["table"]
         if row.get("mlflow_run_id")
     }
-    with tracking.start_run(
-        to_dict(cfg),
-        stage="compare",
-        run_name="numpy vs tensorflow",
-        experiment=cfg.tracking.experiment,
-        uri=cfg.tracking.uri,
-        tags=compared_runs,
+    with tracking.start_config_run(
+        cfg, stage="compare", run_name="numpy vs tensorflow", tags=compared_runs
     ) as mlflow_run:
         mlflow_run.log_metrics(comparison_metrics(comparison))
         for path in files:
@@ -53,19 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         "python -m pipeline.compare",
         "Compare this NumPy MLP with the TensorFlow/Keras baseline and the reference's "
         "reported results: a Markdown/JSON table, a figure and an MLflow run (DVC stage).",
+        paths={
+            "--reports": (REPORTS, "our reports, and where to write"),
+            "--train-reports": (TRAIN_REPORTS, "the train stage's reports"),
+            "--baseline": (BASELINE_REPORTS, "the baseline stage's reports"),
+        },
     )
-    arguments.add_argument(
-        "--reports", type=Path, default=REPORTS, help="our reports, and where to write"
-    )
-    arguments.add_argument(
-        "--train-reports", type=Path, default=TRAIN_REPORTS, help="train stage reports"
-    )
-    arguments.add_argument(
-        "--baseline", type=Path, default=BASELINE_REPORTS, help="baseline stage reports"
-    )
-    return cli.run_stage(
-        arguments, lambda cfg, args: run(cfg, args.reports, args.train_reports, args.baseline), argv
-    )
+    return cli.run_stage(arguments, run, argv)
 
 
 if __name__ == "__main__":

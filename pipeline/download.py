@@ -12,15 +12,16 @@ import os
 from pathlib import Path
 
 from pipeline import cli
+from pipeline.config import Config
 from pipeline.data.fetch import ENV_MIRROR, download_all
 from pipeline.names import RAW_DIR
 
 
-def run(cfg, args) -> None:
+def run(cfg: Config, out: Path = RAW_DIR) -> None:
     data = cfg.data
     download_all(
         {key: {"filename": f.filename, "sha256": f.sha256} for key, f in data.files.items()},
-        args.out,
+        out,
         list(data.mirrors),
         env_mirror=os.environ.get(ENV_MIRROR) or None,
         timeout=data.timeout,
@@ -36,9 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         f"decompressed bytes. ${ENV_MIRROR} (a directory, file:// or http(s):// URL) is tried "
         "first, then data.mirrors from the params file. Files already present with the right "
         "digest are kept.",
-    )
-    arguments.add_argument(
-        "--out", type=Path, default=RAW_DIR, metavar="DIR", help="folder for the .gz files"
+        paths={"--out": (RAW_DIR, "folder for the .gz files")},
     )
     return cli.run_stage(arguments, run, argv)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlp import MLP
 from pipeline import cli, tracking
-from pipeline.config import Config, to_dict
+from pipeline.config import Config
 from pipeline.data.dataset import load_dataset
 from pipeline.files import read_json
 from pipeline.names import (
@@ -40,13 +40,7 @@ def _training_run(cfg, train_reports: Path):
         if run is not None:
             run.set_tags({"evaluated": "true"})
             return contextlib.nullcontext(run)
-    return tracking.start_run(
-        to_dict(cfg),
-        stage="evaluate",
-        run_name="evaluate",
-        experiment=cfg.tracking.experiment,
-        uri=cfg.tracking.uri,
-    )
+    return tracking.start_config_run(cfg, stage="evaluate", run_name="evaluate")
 
 
 def run(
@@ -77,23 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     arguments = cli.parser(
         "python -m pipeline.evaluate",
         "Evaluate the trained MLP on the MNIST test set (DVC stage).",
-    )
-    arguments.add_argument("--model", type=Path, default=MODEL, help="the trained model")
-    arguments.add_argument("--data", type=Path, default=PROCESSED, help="preprocessed split")
-    arguments.add_argument(
-        "--train-reports", type=Path, default=TRAIN_REPORTS, help="the train stage's reports"
-    )
-    arguments.add_argument(
-        "--reports", type=Path, default=EVALUATE_REPORTS, help="folder for the reports"
-    )
-    arguments.add_argument(
-        "--metrics", type=Path, default=TEST_METRICS_FILE, help="where to write the metrics"
+        paths={
+            "--model": (MODEL, "the trained model"),
+            "--data": (PROCESSED, "preprocessed split"),
+            "--train-reports": (TRAIN_REPORTS, "the train stage's reports"),
+            "--reports": (EVALUATE_REPORTS, "folder for the reports"),
+            "--metrics": (TEST_METRICS_FILE, "where to write the test metrics"),
+        },
     )
     return cli.run_stage(
         arguments,
-        lambda cfg, args: run(
-            cfg, args.model, args.data, args.train_reports, args.reports, args.metrics
-        ),
+        run,
         argv,
     )
 

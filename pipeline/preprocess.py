@@ -10,14 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import cli
+from pipeline.config import Config
 from pipeline.data.mnist import preprocess
 from pipeline.names import MNIST_COUNTS, PROCESSED_DIR, RAW_DIR
 
 
-def run(cfg, args) -> None:
+def run(cfg: Config, raw: Path = RAW_DIR, out: Path = PROCESSED_DIR) -> None:
     preprocess(
-        args.raw,
-        args.out,
+        raw,
+        out,
         {key: spec.filename for key, spec in cfg.data.files.items()},
         validation_size=cfg.data.validation_size,
         seed=cfg.seed,
@@ -31,12 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         "Turn the four MNIST IDX files in RAW into OUT/mnist.npz (X_* float32 (n, 784) in "
         "[0, 1], y_* uint8) and OUT/summary.json, with a stratified validation split of "
         "data.validation_size training images chosen by the top-level seed.",
-    )
-    arguments.add_argument(
-        "--raw", type=Path, default=RAW_DIR, metavar="DIR", help="folder with the .gz files"
-    )
-    arguments.add_argument(
-        "--out", type=Path, default=PROCESSED_DIR, metavar="DIR", help="folder for the outputs"
+        paths={
+            "--raw": (RAW_DIR, "folder with the .gz files"),
+            "--out": (PROCESSED_DIR, "folder for mnist.npz and summary.json"),
+        },
     )
     return cli.run_stage(arguments, run, argv)
 

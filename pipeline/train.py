@@ -35,15 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     arguments = cli.parser(
         "python -m pipeline.train",
         "Train the configured MLP on the preprocessed MNIST split (DVC stage).",
-    )
-    arguments.add_argument("--data", type=Path, default=PROCESSED, help="preprocessed split")
-    arguments.add_argument("--model", type=Path, default=MODEL, help="where to write the model")
-    arguments.add_argument(
-        "--reports", type=Path, default=TRAIN_REPORTS, help="folder for the reports"
+        paths={
+            "--data": (PROCESSED, "preprocessed split"),
+            "--model": (MODEL, "where to write the model"),
+            "--reports": (TRAIN_REPORTS, "folder for the history, metrics and run record"),
+        },
     )
     return cli.run_stage(
         arguments,
-        lambda cfg, args: run(cfg, args.data, args.model, args.reports),
+        run,
         argv,
         failed="No model was written; the MLflow run is marked FAILED.",
         interrupted="no model was written; the MLflow run is marked KILLED.",

@@ -308,13 +308,10 @@ def download_all(
     files: Mapping[str, Mapping[str, str]],
     out_dir: str | os.PathLike,
     mirrors: Sequence[str],
-    *,
-    env_mirror: str | None = None,
-    timeout: float = 30.0,
-    retries: int = 3,
-    backoff: float = 1.0,
+    **options: Any,
 ) -> dict[str, Path]:
-    """Download every entry of ``files`` (``key -> {"filename", "sha256"}``, as in the config).
+    """Download every entry of ``files`` (``key -> {"filename", "sha256"}``, as in the config);
+    ``options`` (``env_mirror``, ``timeout``, ``retries``, ``backoff``) as :func:`download_file`.
 
     Returns ``key -> path``. Stops at the first file that cannot be had (DownloadError).
     """
@@ -324,14 +321,5 @@ def download_all(
             filename, sha256 = spec["filename"], spec["sha256"]
         except (KeyError, TypeError):
             raise ValueError(f"data.files.{key} needs 'filename' and 'sha256'") from None
-        paths[key] = download_file(
-            filename,
-            sha256,
-            out_dir,
-            mirrors,
-            env_mirror=env_mirror,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-        )
+        paths[key] = download_file(filename, sha256, out_dir, mirrors, **options)
     return paths

@@ -2,7 +2,8 @@
 
 - where the store is (:mod:`pipeline.tracking.store`): :func:`resolve_tracking_uri`,
   :func:`check_tracking_server`, :class:`TrackingUnavailable`;
-- the life of a run (:mod:`pipeline.tracking.runs`): :func:`start_run` yields a :class:`Run` to
+- the life of a run (:mod:`pipeline.tracking.runs`): :func:`start_run` (or, for a validated
+  config, :func:`start_config_run`) yields a :class:`Run` to
   record metrics, tags, files and per-epoch curves into, and ends it FINISHED, FAILED or KILLED;
   :func:`existing_run` reopens one to add to it; :func:`read_run` reads what one recorded;
 - what a run records about its origin (:mod:`pipeline.tracking.provenance`).
@@ -20,6 +21,7 @@ from pipeline.tracking.runs import (
     end_unfinished_children,
     existing_run,
     read_run,
+    start_config_run,
     start_run,
 )
 from pipeline.tracking.store import (
@@ -40,5 +42,6 @@ __all__ = [
     "existing_run",
     "read_run",
     "resolve_tracking_uri",
+    "start_config_run",
     "start_run",
 ]

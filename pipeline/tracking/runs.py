@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import mlp
+from pipeline.config import Config, to_dict
 from pipeline.errors import Terminated
 from pipeline.names import CURVES
 from pipeline.tracking.provenance import config_yaml, flatten, run_tags
@@ -158,6 +159,27 @@ def start_run(
         raise
     else:
         _terminate(client, run.id, "FINISHED")
+
+
+def start_config_run(
+    cfg: Config,
+    *,
+    stage: str,
+    run_name: str,
+    experiment: str | None = None,
+    uri: str | None = None,
+    **kwargs: Any,
+) -> contextlib.AbstractContextManager[Run]:
+    """:func:`start_run` for a validated config: its values as params, in the store and
+    experiment of its ``tracking`` section unless ``experiment`` or ``uri`` say otherwise."""
+    return start_run(
+        to_dict(cfg),
+        stage=stage,
+        run_name=run_name,
+        experiment=experiment or cfg.tracking.experiment,
+        uri=uri if uri is not None else cfg.tracking.uri,
+        **kwargs,
+    )
 
 
 def existing_run(run_id: str, recorded_uri: str, configured_uri: str | None = None) -> Run | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from mlp import Callback
 from pipeline import tracking
-from pipeline.config import Config, to_dict
+from pipeline.config import Config
 from pipeline.data.dataset import Dataset, load_dataset
 from pipeline.files import write_history, write_json
 from pipeline.names import CURVES_FILE, HISTORY_FILE, INFO_FILE, METRICS_FILE, RUN_FILE
@@ -107,12 +107,12 @@ def train_and_record(
         data = load_dataset(data, cfg.data.train_limit)
     framework.prepare(cfg)
     name = run_name(cfg) if framework is NUMPY else f"{framework.name} {run_name(cfg)}"
-    with tracking.start_run(
-        to_dict(cfg),
+    with tracking.start_config_run(
+        cfg,
         stage=stage,
         run_name=name,
-        experiment=experiment or cfg.tracking.experiment,
-        uri=uri if uri is not None else cfg.tracking.uri,
+        experiment=experiment,
+        uri=uri,
         data_digests=data.digests,
         parent_run_id=parent_run_id,
         tags={**framework.tags(cfg), **(tags or {})},
