@@ -1,4 +1,5 @@
-"""Fetch the four MNIST files into ``data/raw/``, verified and atomically.
+"""Fetch the four MNIST files (into ``data/raw/`` for the ``download`` stage), verified and
+atomically.
 
 For each file the sources are tried in order: the environment variable ``MNIST_MIRROR`` if set
 (a local directory, a ``file://`` URL or an ``http(s)://`` URL base), then every base URL in
@@ -12,8 +13,8 @@ up to ``data.retries`` attempts per source, waiting ``data.backoff`` seconds and
 HTTP errors (404, 403, ...) move on to the next source at once. If no source gives a good copy, a
 :class:`DownloadError` names the file and, for each source, why it failed.
 
-Reads params: ``data.mirrors``, ``data.files``, ``data.timeout``, ``data.retries``,
-``data.backoff``.
+The ``download`` stage passes ``data.mirrors``, ``data.files``, ``data.timeout``,
+``data.retries`` and ``data.backoff``.
 """
 
 from __future__ import annotations
