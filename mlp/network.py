@@ -73,8 +73,9 @@ class MLP:
         dtype: ``float32`` (default) or ``float64``, or what NumPy reads as one of them
             (``np.float64``, ``"f8"``).
 
-    An unknown name or dtype raises :class:`mlp.ParameterError` naming the argument; other
-    inconsistencies (sizes, an activation or loss in the wrong place) a ``ValueError``.
+    Bad layer sizes, an unknown name or dtype raise :class:`mlp.ParameterError` naming the
+    argument; activations that do not fit the layers (their count, softmax in a hidden layer,
+    cross-entropy without a softmax output) a ``ValueError``.
     """
 
     def __init__(
@@ -88,13 +89,13 @@ class MLP:
     ):
         sizes = list(layer_sizes)
         if len(sizes) < 2:
-            raise ValueError(
-                f"layer_sizes needs at least an input and an output size, got {sizes!r}"
+            raise rules.ParameterError(
+                "layer_sizes", sizes, "needs at least an input and an output size"
             )
-        for n in sizes:
-            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-                raise ValueError(f"every layer size must be an integer >= 1, got {sizes!r}")
-        self.layer_sizes = [int(n) for n in sizes]
+        try:
+            self.layer_sizes = [rules.positive_int("layer_sizes", n) for n in sizes]
+        except rules.ParameterError:
+            raise rules.ParameterError("layer_sizes", sizes, "must hold integers >= 1") from None
         n_layers = len(sizes) - 1
         if activations is None:
             activations = ["tanh"] * (n_layers - 1) + ["softmax"]

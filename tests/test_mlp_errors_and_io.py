@@ -72,8 +72,9 @@ def test_cross_entropy_needs_a_softmax_output(output):
     ids=repr,
 )
 def test_bad_layer_sizes_raise(sizes):
-    with pytest.raises(ValueError, match="layer"):
+    with pytest.raises(ParameterError, match=r"^layer_sizes (needs|must)") as info:
         MLP(sizes)
+    assert (info.value.name, info.value.value) == ("layer_sizes", sizes)
 
 
 # ------------------------------------------------------------------------------- inputs
