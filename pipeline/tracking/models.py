@@ -44,7 +44,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 import mlp
 from pipeline.names import CHAMPION, MODEL_ARTIFACT, N_CLASSES, N_INPUTS, REGISTERED_MODEL
-from pipeline.tracking.store import TrackingError, store_client, with_retry
+from pipeline.tracking.store import TrackingError, store_client, use_store, with_retry
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +227,7 @@ def register_model(
     the version gets ``validation_data``: the digest of the validation set the run logged, so
     that validation accuracies are compared only on the same data.
     :class:`~pipeline.tracking.store.TrackingError` when the run logged no model."""
+    use_store(uri)  # MLflow resolves the version's source through the global tracking URI
     client = store_client(uri)
     model_id = model_id or model_of_run(client, run_id)
     if model_id is None:
