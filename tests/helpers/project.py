@@ -41,6 +41,50 @@ def command_env(tracking_uri: str | None = None, **extra: str) -> dict[str, str]
     return env
 
 
+def write_params(folder: Path, *overrides: str) -> Path:
+    """``folder/params.yaml``: the composed defaults with ``overrides``, validated."""
+    import yaml
+
+    from pipeline.config import compose, to_dict, validate
+
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(to_dict(validate(compose(list(overrides))))))
+    return path
+
+
+def train_command(folder: Path, name: str = "") -> list[str]:
+    """``python -m pipeline.train`` on ``folder``'s params, data and outputs (``name``: a
+    suffix for the model and reports folders, for several trainings in one folder)."""
+    return [
+        sys.executable, "-m", "pipeline.train",
+        "--params", str(folder / "params.yaml"),
+        "--data", str(folder / "data/mnist.npz"),
+        "--model", str(folder / f"models{name}/model.npz"),
+        "--reports", str(folder / f"reports{name}"),
+    ]  # fmt: skip
+
+
+def runs_of(uri: str, experiment: str = "mnist-mlp") -> list:
+    """Every run of ``experiment`` in the store ``uri`` (none when it does not exist)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id])
+
+
+def wait_for_an_epoch(process: subprocess.Popen, uri: str, timeout: float = 120) -> None:
+    """Until a training in ``process`` has logged its first epoch to ``uri`` (a store with its
+    tables: polling an empty file would race the process creating them)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not any(r.data.metrics.get("train_loss") is not None for r in runs_of(uri)):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(0.2)
+
+
 def run_module(
     module: str,
     *args: str,
