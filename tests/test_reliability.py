@@ -15,7 +15,13 @@ from pipeline.config import compose, validate
 
 from helpers.data import write_split
 from helpers.mlflow_server import free_port
-from helpers.project import command_env, runs_of, train_command, wait_for_an_epoch, write_params
+from helpers.project import (
+    command_env,
+    runs_of,
+    train_command,
+    training_in_progress,
+    write_params,
+)
 
 
 @pytest.mark.parametrize(
@@ -24,23 +30,12 @@ from helpers.project import command_env, runs_of, train_command, wait_for_an_epo
 def test_interrupted_training_is_killed_in_mlflow_and_leaves_no_outputs(
     tmp_path, store_uri, sig, code
 ):
-    write_split(tmp_path / "data", n_train=5000)
-    write_params(tmp_path, "train.epochs=500", "train.batch_size=8")
-    uri = store_uri
-    process = subprocess.Popen(
-        train_command(tmp_path),
-        env=command_env(uri),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for_an_epoch(process, uri)  # training has really started
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with training_in_progress(tmp_path, store_uri, **pipes) as process:
         process.send_signal(sig)
         _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
     assert process.returncode == code, stderr
-    (run,) = runs_of(uri)
+    (run,) = runs_of(store_uri)
     assert run.info.status == "KILLED"
     assert not (tmp_path / "models/model.npz").exists()
     assert not (tmp_path / "reports/metrics.json").exists()

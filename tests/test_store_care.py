@@ -30,7 +30,7 @@ from helpers.project import (
     run_module,
     runs_of,
     train_command,
-    wait_for_an_epoch,
+    training_in_progress,
     write_params,
 )
 
@@ -39,20 +39,10 @@ pytestmark = pytest.mark.usefixtures("clean_mlflow_state")
 
 # ---------------------------------------------------------------------------- stale runs
 def test_a_training_killed_with_sigkill_is_ended_killed_by_the_next_command(tmp_path, store_uri):
-    write_split(tmp_path / "data", n_train=5000)
-    write_params(tmp_path, "train.epochs=500", "train.batch_size=8")
-    process = subprocess.Popen(
-        train_command(tmp_path),
-        env=command_env(store_uri),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_an_epoch(process, store_uri)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    with training_in_progress(tmp_path, store_uri, **quiet) as process:
         process.kill()  # SIGKILL: nothing of it runs again, its run stays RUNNING
         process.wait(timeout=60)
-    finally:
-        process.kill()
     (run,) = runs_of(store_uri)
     assert run.info.status == "RUNNING"
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,6 +85,23 @@ def wait_for_an_epoch(process: subprocess.Popen, uri: str, timeout: float = 120)
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "training never started"
         time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def training_in_progress(folder: Path, uri: str, **popen: Any) -> Iterator[subprocess.Popen]:
+    """A ``python -m pipeline.train`` in ``folder`` that runs for minutes (500 epochs of 5000
+    tiny images), tracked in ``uri``, from the moment its first epoch is logged; killed when the
+    block ends. ``popen``: more arguments for :class:`subprocess.Popen` (``stdout``, ...)."""
+    from helpers.data import write_split
+
+    write_split(folder / "data", n_train=5000)
+    write_params(folder, "train.epochs=500", "train.batch_size=8")
+    process = subprocess.Popen(train_command(folder), env=command_env(uri), **popen)
+    try:
+        wait_for_an_epoch(process, uri)
+        yield process
+    finally:
+        process.kill()
 
 
 def run_module(
