@@ -59,9 +59,10 @@ bench: install
 bench-quick: install
 	python -m benchmarks.bench --quick --no-mlflow $(BENCH_ARGS)
 
-# A moved or copied project's store first gets its artifact locations back beside it.
+# Opened as every command opens it first: a moved or copied project's artifact locations come
+# back beside the store, runs whose process died end KILLED.
 ui: install
-	python -m pipeline.tracking.portable --uri "$(STORE_URI)"
+	python -m pipeline.tracking --uri "$(STORE_URI)"
 	mlflow ui --backend-store-uri "$(STORE_URI)" --host 127.0.0.1 --port $(UI_PORT)
 
 # The best model a sweep has found (MLFLOW_TRACKING_URI, else the project's store), served by

@@ -147,6 +147,16 @@ def test_relocation_rewrites_only_locations_under_another_mlartifacts(tmp_path, 
     )
 
 
+def test_make_ui_opens_the_store_first(tmp_path, store_uri):
+    """``python -m pipeline.tracking``: what every command does on opening the store."""
+    client = MlflowClient(store_uri)
+    moved = client.create_experiment("moved", "file:///old/project/mlartifacts")
+    done = run_module("pipeline.tracking", "--uri", store_uri, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "artifacts moved from file:///old/project/mlartifacts" in done.stderr
+    assert client.get_experiment(moved).artifact_location.endswith("/store/mlartifacts")
+
+
 @pytest.mark.slow
 def test_a_copied_project_folder_keeps_writing_into_itself(tmp_path):
     """The real thing: a project (code, data, store) trained in, copied with ``cp -a``, trained

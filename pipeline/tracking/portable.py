@@ -10,8 +10,8 @@ another folder is rewritten to the ``mlartifacts/`` beside the database, in the 
 runs, the logged models and the registered model versions. A copy of the project carries its
 ``mlartifacts/`` along, so its older runs keep their files too.
 
-``python -m pipeline.tracking.portable`` does the same for the project's store (``make ui`` runs
-it first, so that the UI shows a moved project's artifacts).
+``python -m pipeline.tracking`` does the same for the project's store (``make ui`` runs it first,
+so that the UI shows a moved project's artifacts).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.tracking.store import ARTIFACTS_DIR, artifact_location, resolve_tracking_uri
+from pipeline.tracking.store import ARTIFACTS_DIR, artifact_location
 
 log = logging.getLogger(__name__)
 
@@ -91,24 +91,3 @@ def relocate_artifacts(uri: str) -> list[str]:
     for old in old_roots:
         log.warning("MLflow store %s: artifacts moved from %s to %s", db, old, expected)
     return old_roots
-
-
-def main(argv: list[str] | None = None) -> int:
-    from pipeline import cli
-
-    arguments = cli.parser(
-        "python -m pipeline.tracking.portable",
-        "Point the artifact locations of the project's SQLite MLflow store at the mlartifacts/ "
-        "folder beside it (after the project was copied or moved).",
-        params=False,
-    )
-    arguments.add_argument(
-        "--uri", help="tracking URI (default: MLFLOW_TRACKING_URI or the project's)"
-    )
-    args = arguments.parse_args(argv)
-    cli.setup_logging()
-    return cli.run(lambda: relocate_artifacts(resolve_tracking_uri(args.uri)))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
