@@ -61,8 +61,10 @@ bench-quick: install
 
 # Opened as every command opens it first: a moved or copied project's artifact locations come
 # back beside the store, runs whose process died end KILLED.
+# MLflow 3.17's UI opens on its GenAI view: the link goes to the model training one.
 ui: install
 	python -m pipeline.tracking --uri "$(STORE_URI)"
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning"
 	mlflow ui --backend-store-uri "$(STORE_URI)" --host 127.0.0.1 --port $(UI_PORT)
 
 # The best model a sweep has found (MLFLOW_TRACKING_URI, else the project's store), served by

@@ -82,9 +82,7 @@ def run(
         for path in files:
             mlflow_run.log_file(path, "evaluation")
         if recorded.get("model_version"):
-            test_tags = {
-                k: round(float(result[k]), 6) for k in ("test_top1_accuracy", "test_cross_entropy")
-            }
+            test_tags = {"test_top1_accuracy": round(float(result["test_top1_accuracy"]), 6)}
             tracking.tag_model_version(mlflow_run.uri, recorded["model_version"], test_tags)
     summary = ", ".join(f"{k}={v:.4f}" for k, v in result.items())
     log.info("%s (MLflow run %s)", summary, mlflow_run.id)

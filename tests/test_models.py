@@ -135,6 +135,8 @@ def test_the_model_is_linked_to_its_runs_metrics_and_datasets(trained):
     assert linked[("train_seconds", None)] == run.data.metrics["train_seconds"]
     assert not [key for key, _ in linked if key.startswith("system/")]
     assert model.params == run.data.params
+    for tag in ("mlflow.source.name", "mlflow.user", "mlflow.note.content"):  # as the run's
+        assert model.tags[tag] == run.data.tags[tag], tag
 
     split = trained["split"]
     inputs = {
@@ -165,7 +167,13 @@ def test_the_registered_version_carries_validation_and_test_accuracy(trained):
     run = client.get_run(trained["run_id"])
     assert version.run_id == trained["run_id"]
     assert version.source == f"models:/{trained['model_id']}"
+    # the model knows its versions (the UI's "Registered models" and "Model versions")
+    model = client.get_logged_model(trained["model_id"])
+    assert json.loads(model.tags["mlflow.modelVersions"]) == [
+        {"name": "mnist-mlp", "version": int(trained["version"])}
+    ]
     tags = version.tags
+    assert tags["origin"] == "train stage"
     assert float(tags["val_top1_accuracy"]) == pytest.approx(run.data.metrics["val_accuracy"])
     assert float(tags["test_top1_accuracy"]) == pytest.approx(
         run.data.metrics["test_top1_accuracy"]
@@ -217,6 +225,8 @@ def test_training_runs_record_system_metrics_and_describe_themselves(trained):
     assert "stage `train`" in description
     experiment = client.get_experiment(run.info.experiment_id)
     assert "champion" in experiment.tags["mlflow.note.content"]
+    # the UI opens it as model training, not GenAI
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     tags = run.data.tags
     assert (tags["host"], tags["pid"]) == (os.uname().nodename, str(os.getpid()))
 

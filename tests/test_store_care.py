@@ -64,9 +64,9 @@ def test_live_runs_and_other_hosts_runs_are_left_alone(store_uri):
         return client.create_run(experiment, tags=tags).info.run_id
 
     alive = running(**me)
-    elsewhere = running(host="another-host", pid="1", **{"process.started": "0"})
+    elsewhere = running(host="another-host", pid="1", **{"process.started": "1970-01-01T00:00Z"})
     untagged = running()
-    reused = running(host=me["host"], pid=me["pid"], **{"process.started": "12.00"})
+    reused = running(host=me["host"], pid=me["pid"], **{"process.started": "2001-01-01T00:00Z"})
     gone = running(host=me["host"], pid=str(_a_dead_pid()))
 
     assert sorted(reaper.reap_stale_runs(client)) == sorted([reused, gone])

@@ -215,9 +215,11 @@ def _summarize(sweep_dir: Path, state: _OpenSweep, ended: str) -> int:
                 "best_job": best.get("job"),
                 "best_overrides": " ".join(best.get("overrides", [])),
                 "best_architecture": sweep_summary.architecture(best),
-                **{f"best_{k}": v for k, v in registry.items()},
+                "best_model_version": registry.get("model_version"),
+                "best_champion": registry.get("champion"),
             }
         )
+        state.run.describe(_description(state, best, registry))
     state.run.log_metrics(metrics)
     for path in files:
         state.run.log_file(path, "summary")
@@ -251,16 +253,18 @@ _BEST_METRICS = {
 }
 
 
+#: The best point's numbers a registered version carries as tags.
+_VERSION_TAGS = ("val_top1_accuracy", "test_top1_accuracy")
+
+
 def _register_best(state: _OpenSweep, best: dict[str, Any]) -> dict[str, Any]:
     """Register the best point's model as a version of ``mnist-mlp``, tagged and described with
     its validation and test accuracy, and :func:`promote` it. Returns what the summary records:
     the registered model, the version and whether it is now the champion."""
+    # Few tags: the UI shows about five. The run, its overrides and scores are linked.
     tags = {
-        "stage": "sweep",
-        "sweep.name": state.name,
-        "sweep.parent_run_id": state.run.id,
-        "sweep.overrides": " ".join(best.get("overrides", [])),
-        **{k: round(float(best[k]), 6) for k in _BEST_METRICS if best.get(k) is not None},
+        "origin": f"sweep {state.name}",
+        **{k: round(float(best[k]), 6) for k in _VERSION_TAGS if best.get(k) is not None},
     }
     description = (
         f"The best of sweep `{state.name}` on validation accuracy: point #{best.get('job')}, "
@@ -298,6 +302,17 @@ def promote(uri: str, version: str) -> bool:
             return False
     tracking.set_champion(uri, version)
     return True
+
+
+def _description(state: _OpenSweep, best: dict[str, Any], registry: dict[str, Any]) -> str:
+    """The parent run's description once the sweep is over: the best point, linked."""
+    point = state.run.link(best["run_id"], f"point #{best.get('job')}")
+    return (
+        f"Sweep `{state.name}`: the best point on validation accuracy is {point}, "
+        f"{sweep_summary.architecture(best)}, learning rate {best.get('learning_rate')}: "
+        f"validation top-1 {best['val_top1_accuracy']:.4f}, "
+        f"test top-1 {best['test_top1_accuracy']:.4f}; {_registry_line(registry)}."
+    )
 
 
 def _registry_line(registry: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import logging
 import os
 import shutil
@@ -40,7 +41,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_DATASET_CONTEXT,
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_MODEL_VERSIONS,
+    MLFLOW_RUN_NOTE,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+    MLFLOW_USER,
+)
 
 import mlp
 from pipeline.names import CHAMPION, MODEL_ARTIFACT, N_CLASSES, N_INPUTS, REGISTERED_MODEL
@@ -54,6 +63,15 @@ MLP_FLAVOR, KERAS_FLAVOR = "mlp", "keras"
 #: (``mlp_pyfunc.WEIGHTS``; that module cannot be imported here: it registers itself on import).
 PYFUNC_CODE = Path(__file__).with_name("mlp_pyfunc.py")
 WEIGHTS = "weights"
+#: Tags of the source run a logged model shows too ("Logged from", "Created by", its
+#: description).
+_FROM_RUN = (
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_USER,
+    MLFLOW_RUN_NOTE,
+)
 #: Installed distributions a model needs, by flavor: pinned to the versions installed here.
 #: The registered model's description in the MLflow UI.
 REGISTRY_NOTE = (
@@ -162,13 +180,14 @@ def log_model(
     if flavor not in REQUIREMENTS:
         raise ValueError(f"unknown model flavor {flavor!r}: one of {sorted(REQUIREMENTS)}")
     run = with_retry(client.get_run, run_id)
+    inherited = {k: v for k, v in run.data.tags.items() if k in _FROM_RUN}
     logged = with_retry(
         client.create_logged_model,
         run.info.experiment_id,
         name=MODEL_ARTIFACT,
         source_run_id=run_id,
         params=dict(params or {}),
-        tags=dict(tags or {}),
+        tags={**inherited, **(tags or {})},
         model_type=flavor,
     )
     try:
@@ -249,6 +268,14 @@ def register_model(
         tags={k: str(v) for k, v in tags.items()},
         description=description,
         model_id=model_id,
+    )
+    # What the UI shows as the logged model's versions (as mlflow.register_model records it).
+    versions = json.loads(
+        with_retry(client.get_logged_model, model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]"
+    )
+    versions.append({"name": name, "version": version.version})
+    with_retry(
+        client.set_logged_model_tags, model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(versions)}
     )
     return str(version.version)
 

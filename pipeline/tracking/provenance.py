@@ -4,6 +4,7 @@ the process that runs it)."""
 
 from __future__ import annotations
 
+import datetime
 import importlib.metadata
 import json
 import os
@@ -169,15 +170,16 @@ def _is_within(path: str, output: str) -> bool:
 
 
 def process_tags() -> dict[str, str]:
-    """``host``, ``pid`` and ``process.started`` (the process's start time, seconds since the
-    epoch): enough to tell later whether the process that runs a run is still alive."""
+    """``host``, ``pid`` and ``process.started`` (the process's start time, UTC, ISO 8601):
+    enough to tell later whether the process that runs a run is still alive."""
     import psutil
 
     pid = os.getpid()
+    started = datetime.datetime.fromtimestamp(psutil.Process(pid).create_time(), datetime.UTC)
     return {
         HOST_TAG: socket.gethostname(),
         PID_TAG: str(pid),
-        STARTED_TAG: f"{psutil.Process(pid).create_time():.2f}",
+        STARTED_TAG: started.isoformat(timespec="milliseconds"),
     }
 
 

@@ -11,6 +11,7 @@ whether their process lives.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import socket
 
@@ -47,7 +48,11 @@ def stale_reason(tags: dict[str, str], host: str) -> str | None:
         return None
     try:
         pid = int(tags[PID_TAG])
-        started = float(tags[STARTED_TAG]) if STARTED_TAG in tags else None
+        started = (
+            datetime.datetime.fromisoformat(tags[STARTED_TAG]).timestamp()
+            if STARTED_TAG in tags
+            else None
+        )
     except (KeyError, ValueError):
         return None
     if process_alive(pid, started):

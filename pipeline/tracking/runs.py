@@ -57,14 +57,14 @@ _MAX_TAG_CHARS = 5000
 CONFIG_ARTIFACT = "config.yaml"
 #: Which data a metric is measured on, by the start of its name: a key of DATASETS.
 _METRIC_DATA = {"train_": "training", "val_": "validation", "test_": "test"}
-#: The experiment's description in the MLflow UI (set when it has none).
+#: The experiment's description in the MLflow UI (set when it has none), and its kind: model
+#: training, not GenAI (the UI's own tag for it).
 EXPERIMENT_NOTE = (
-    "Runs of the MNIST MLP pipeline: `train` (the NumPy MLP of params.yaml; `evaluate` adds its "
-    "test metrics), `sweep` (one parent run per sweep, one child per point), `baseline` (the "
-    "same network in TensorFlow/Keras) and `compare` (the two side by side). Every training run "
-    "logs its model as `model`; the registered model `mnist-mlp` collects versions, and its "
-    "alias `champion` names the best model a sweep has found."
+    "The MNIST MLP pipeline: `train` (tested by `evaluate`), `sweep` (a parent run per sweep, a "
+    "child per point), `baseline` (TensorFlow/Keras), `compare`. Best model so far: "
+    "`models:/mnist-mlp@champion`."
 )
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # System metrics of training runs: one sample a second (MLflow's default, 10 s, would record
 # nothing for a training that takes a second).
 _SYSTEM_METRICS_DEFAULTS = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}
@@ -315,10 +315,13 @@ def open_store(uri: str | None = None) -> tuple[str, MlflowClient]:
 
 
 def _describe_experiment(client: MlflowClient, experiment: str) -> None:
-    """Give the experiment :data:`EXPERIMENT_NOTE` as its description when it has none."""
+    """Give the experiment :data:`EXPERIMENT_NOTE` as its description and
+    :data:`EXPERIMENT_KIND` when it has none."""
     try:
-        if MLFLOW_RUN_NOTE not in with_retry(client.get_experiment, experiment).tags:
-            with_retry(client.set_experiment_tag, experiment, MLFLOW_RUN_NOTE, EXPERIMENT_NOTE)
+        tags = with_retry(client.get_experiment, experiment).tags
+        for key, value in ((MLFLOW_RUN_NOTE, EXPERIMENT_NOTE), EXPERIMENT_KIND):
+            if key not in tags:
+                with_retry(client.set_experiment_tag, experiment, key, value)
     except MlflowException as exc:  # a description is not worth failing a run over
         logger.warning("could not describe the MLflow experiment %s: %s", experiment, exc)
 

@@ -227,7 +227,7 @@ def describe(cfg: Config, framework: Framework, stage: str, n_train: int) -> str
 def _register(cfg: Config, run: tracking.Run, model_id: str, last: dict, name: str) -> str:
     """Register the run's model as a new version of ``mnist-mlp``, tagged with its validation
     accuracy (``evaluate`` adds the test accuracy)."""
-    tags: dict[str, object] = {"stage": "train", "run_name": name}
+    tags: dict[str, object] = {"origin": "train stage"}
     if "val_accuracy" in last:
         tags["val_top1_accuracy"] = round(float(last["val_accuracy"]), 6)
     version = tracking.register_model(
