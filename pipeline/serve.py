@@ -11,10 +11,12 @@ virtualenv is created). Query it with ``POST /invocations`` and ``{"inputs": [[7
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
 from pipeline import cli, tracking
+from pipeline.errors import UsageError
 from pipeline.names import CHAMPION, REGISTERED_MODEL
 
 DEFAULT_MODEL = f"models:/{REGISTERED_MODEL}@{CHAMPION}"
@@ -27,6 +29,18 @@ def serve_command(model: str, host: str, port: int) -> list[str]:
         str(mlflow), "models", "serve", "-m", model, "--env-manager", "local",
         "--host", host, "--port", str(port),
     ]  # fmt: skip
+
+
+def _require_free(host: str, port: int) -> None:
+    """A :class:`UsageError` when something listens on ``host:port`` already."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"cannot serve on {host}:{port} ({exc.strerror}): choose another port with "
+                "--port (make serve SERVE_PORT=...)"
+            ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     found: dict[str, str] = {}
 
     def work() -> None:
+        _require_free(args.host, args.port)
         uri, _ = tracking.open_store(args.uri)
         found["version"] = tracking.require_model(uri, args.model)
         found["uri"] = uri

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +30,16 @@ def test_without_a_champion_it_says_how_to_make_one(project, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: models:/mnist-mlp@champion is not in the model registry")
     assert "run a sweep first" in err and "Traceback" not in err
+
+
+def test_a_port_in_use_is_a_clear_error(project, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert serve.main(["--uri", f"sqlite:///{project / 'mlflow.db'}", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot serve on 127.0.0.1:{port}" in err and "--port" in err
 
 
 def _post(url: str, body: dict) -> dict:

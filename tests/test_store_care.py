@@ -68,8 +68,10 @@ def test_live_runs_and_other_hosts_runs_are_left_alone(store_uri):
     untagged = running()
     reused = running(host=me["host"], pid=me["pid"], **{"process.started": "2001-01-01T00:00Z"})
     gone = running(host=me["host"], pid=str(_a_dead_pid()))
+    unfinished = client.create_logged_model(experiment, "model", source_run_id=gone)  # PENDING
 
     assert sorted(reaper.reap_stale_runs(client)) == sorted([reused, gone])
+    assert client.get_logged_model(unfinished.model_id).status == "FAILED"
     status = {rid: client.get_run(rid).info.status for rid in (alive, elsewhere, untagged)}
     assert set(status.values()) == {"RUNNING"}
     assert client.get_run(reused).info.status == "KILLED"

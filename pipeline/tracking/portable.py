@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.tracking.store import ARTIFACTS_DIR, artifact_location
+from pipeline.tracking.store import ARTIFACTS_DIR, TrackingError, artifact_location
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,21 @@ def relocate_artifacts(uri: str) -> list[str]:
             return []
         if not old_roots:
             return []
-        with connection:  # one transaction
-            for old in old_roots:
-                for table, column in LOCATIONS:
-                    connection.execute(
-                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
-                        f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
-                        (expected, len(old) + 1, old, len(old) + 1, old + "/"),
-                    )
+        try:
+            with connection:  # one transaction: all or nothing
+                for old in old_roots:
+                    for table, column in LOCATIONS:
+                        connection.execute(
+                            f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                            f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                            (expected, len(old) + 1, old, len(old) + 1, old + "/"),
+                        )
+        except sqlite3.Error as exc:
+            raise TrackingError(
+                f"the MLflow store {db} keeps its artifacts in {old_roots[0]}, outside its "
+                f"folder (the project was copied or moved), and cannot be changed ({exc}): make "
+                f"it writable, or point tracking.uri or MLFLOW_TRACKING_URI at another store"
+            ) from None
     for old in old_roots:
         log.warning("MLflow store %s: artifacts moved from %s to %s", db, old, expected)
     return old_roots

@@ -5,8 +5,9 @@ Every run records the process that runs it: tags ``host``, ``pid`` and ``process
 that lost power or a tracking server that went away leaves its run RUNNING. When a command of
 this project opens the store, :func:`reap_stale_runs` ends every RUNNING run of this host whose
 process is gone (no process with that id, or one started at another time: the id was reused) as
-KILLED, with a ``failure_reason``. Runs of other hosts are left alone: nothing here can tell
-whether their process lives.
+KILLED, with a ``failure_reason``, and a model it was still writing (PENDING) as FAILED. Runs of
+other hosts are left alone: nothing here can tell whether their process lives; so are processes
+this user may not look at.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import datetime
 import logging
 import socket
 
-from mlflow.entities import ViewType
+from mlflow.entities import LoggedModelStatus, ViewType
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking.provenance import HOST_TAG, PID_TAG, STARTED_TAG
@@ -37,7 +38,9 @@ def process_alive(pid: int, started: float | None) -> bool:
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
         return started is None or abs(process.create_time() - started) <= _START_TOLERANCE
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+    except psutil.AccessDenied:  # there, but not ours to look at: not ours to end either
+        return True
+    except (psutil.NoSuchProcess, ValueError):
         return False
 
 
@@ -61,6 +64,18 @@ def stale_reason(tags: dict[str, str], host: str) -> str | None:
         f"its process (pid {pid} on {host}) ended without ending the run: killed, or the "
         "machine or the tracking server went away"
     )
+
+
+def _fail_unfinished_models(client: MlflowClient, experiment: str, run_id: str) -> None:
+    """A model the dead process was still writing stays PENDING: mark it FAILED."""
+    models = with_retry(
+        client.search_logged_models,
+        experiment_ids=[experiment],
+        filter_string=f"source_run_id = '{run_id}'",
+    )
+    for model in models:
+        if model.status == LoggedModelStatus.PENDING:
+            with_retry(client.finalize_logged_model, model.model_id, LoggedModelStatus.FAILED)
 
 
 def reap_stale_runs(client: MlflowClient) -> list[str]:
@@ -87,6 +102,7 @@ def reap_stale_runs(client: MlflowClient) -> list[str]:
                 continue
             with_retry(client.set_tag, run.info.run_id, "failure_reason", reason)
             with_retry(client.set_terminated, run.info.run_id, "KILLED")
+            _fail_unfinished_models(client, run.info.experiment_id, run.info.run_id)
             reaped.append(run.info.run_id)
             log.warning(
                 "MLflow run %s was left RUNNING: %s; ended it as KILLED", run.info.run_id, reason
