@@ -224,7 +224,7 @@ def test_training_runs_record_system_metrics_and_describe_themselves(trained):
     assert description.startswith("NumPy MLP 784-32-16-10 (tanh, softmax, cross_entropy)")
     assert "stage `train`" in description
     experiment = client.get_experiment(run.info.experiment_id)
-    assert "champion" in experiment.tags["mlflow.note.content"]
+    assert "`sweep`" in experiment.tags["mlflow.note.content"]
     # the UI opens it as model training, not GenAI
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     tags = run.data.tags

@@ -60,9 +60,8 @@ _METRIC_DATA = {"train_": "training", "val_": "validation", "test_": "test"}
 #: The experiment's description in the MLflow UI (set when it has none), and its kind: model
 #: training, not GenAI (the UI's own tag for it).
 EXPERIMENT_NOTE = (
-    "The MNIST MLP pipeline: `train` (tested by `evaluate`), `sweep` (a parent run per sweep, a "
-    "child per point), `baseline` (TensorFlow/Keras), `compare`. Best model so far: "
-    "`models:/mnist-mlp@champion`."
+    "Runs of the MNIST MLP pipeline: `train` (+ `evaluate`), `sweep` (a parent per sweep, a child "
+    "per point), `baseline`, `compare`."
 )
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # System metrics of training runs: one sample a second (MLflow's default, 10 s, would record
