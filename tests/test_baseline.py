@@ -19,6 +19,8 @@ from pipeline.training.build import run_name
 from pipeline.training.frameworks import train_numpy
 from pipeline.training.results import metrics_on_test_set
 
+from helpers.project import model_files
+
 keras_model.import_tensorflow("cpu")
 
 OUTPUTS = (
@@ -103,8 +105,9 @@ def test_baseline_writes_what_train_writes_and_one_mlflow_run(project, config):
     artifacts = {a.path for a in client.list_artifacts(recorded.info.run_id, "reports")}
     assert "reports/history.csv" in artifacts
     # The run's "model" is an MLflow model in the Keras flavor (tests/test_models.py loads it).
-    model_files = {a.path for a in client.list_artifacts(recorded.info.run_id, "model")}
-    assert "model/MLmodel" in model_files and "model/data" in model_files
+    files = model_files(cfg.tracking.uri, recorded.info.run_id)
+    assert "MLmodel" in files and "data" in files
+    assert result.model_id and result.model_version is None  # logged, not registered
 
 
 def test_own_shuffle_when_same_batches_is_off(project, config):

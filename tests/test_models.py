@@ -231,6 +231,7 @@ def test_training_runs_record_system_metrics_and_describe_themselves(trained):
     assert (tags["host"], tags["pid"]) == (os.uname().nodename, str(os.getpid()))
 
 
+@pytest.mark.slow
 def test_the_keras_baseline_is_a_keras_flavor_model(project):
     from pipeline import baseline
     from pipeline.training import keras_model

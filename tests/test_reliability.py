@@ -17,6 +17,7 @@ from helpers.data import write_split
 from helpers.mlflow_server import free_port
 from helpers.project import (
     command_env,
+    model_files,
     runs_of,
     train_command,
     training_in_progress,
@@ -101,7 +102,7 @@ def _check_concurrent_runs(uri: str, tmp_path: Path, n: int = 8) -> None:
         for metric in ("train_loss", "val_accuracy", "epoch_seconds"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2]
         assert "train_seconds" in run.data.metrics
-        assert "model/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+        assert "MLmodel" in model_files(uri, run.info.run_id)
     records = [json.loads((tmp_path / f"reports{i}/run.json").read_text()) for i in range(n)]
     assert {r["run_id"] for r in records} == {run.info.run_id for run in runs}
     # each registered its model: n versions of mnist-mlp, one per run

@@ -75,6 +75,19 @@ def runs_of(uri: str, experiment: str = "mnist-mlp") -> list:
     return [] if found is None else client.search_runs([found.experiment_id])
 
 
+def model_files(uri: str, run_id: str) -> set[str]:
+    """The files of the READY MLflow model that run ``run_id`` of ``uri`` logged, found through
+    the run's outputs (``list_artifacts(run_id, "model")`` would look the model up in MLflow's
+    global tracking URI, not in ``uri``)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    (output,) = client.get_run(run_id).outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
+    assert model.status == "READY", model.status
+    return {a.path for a in client.list_logged_model_artifacts(model.model_id)}
+
+
 def wait_for_an_epoch(process: subprocess.Popen, uri: str, timeout: float = 120) -> None:
     """Until a training in ``process`` has logged its first epoch to ``uri`` (a store with its
     tables: polling an empty file would race the process creating them)."""
