@@ -8,11 +8,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+UI_PORT ?= 5000
+SERVE_PORT ?= 5001
+# The project's embedded MLflow store (pipeline.tracking.store).
+STORE_URI := sqlite:///$(CURDIR)/mlflow.db
 
 # Stage commands in dvc.yaml say `python`: make it the project's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install run test test-fast sweep bench bench-install bench-quick ui lint format params clean
+.PHONY: help install run test test-fast sweep bench bench-install bench-quick ui serve lint format params clean
 
 help:
 	@echo "make run        install, then run the pipeline (dvc repro)"
@@ -22,7 +26,8 @@ help:
 	@echo "make bench      speed benchmark: ours vs Keras/TF, scikit-learn, PyTorch, bare NumPy (~10 min)"
 	@echo "make bench-install  install the benchmark's optional peers (scikit-learn, PyTorch CPU)"
 	@echo "make bench-quick    a one-minute smoke run of the benchmark (numbers mean nothing)"
-	@echo "make ui         MLflow UI on the project's store (http://127.0.0.1:5000)"
+	@echo "make ui         MLflow UI on the project's store (http://127.0.0.1:$(UI_PORT))"
+	@echo "make serve      serve models:/mnist-mlp@champion over HTTP (http://127.0.0.1:$(SERVE_PORT)/invocations)"
 	@echo "make lint       ruff check + format check"
 	@echo "make params     regenerate params.yaml from conf/"
 
@@ -54,8 +59,18 @@ bench: install
 bench-quick: install
 	python -m benchmarks.bench --quick --no-mlflow $(BENCH_ARGS)
 
+# Opened as every command opens it first: a moved or copied project's artifact locations come
+# back beside the store, runs whose process died end KILLED.
+# MLflow 3.17's UI opens on its GenAI view: the link goes to the model training one.
 ui: install
-	mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port 5000
+	python -m pipeline.tracking --uri "$(STORE_URI)"
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning"
+	mlflow ui --backend-store-uri "$(STORE_URI)" --host 127.0.0.1 --port $(UI_PORT)
+
+# The best model a sweep has found (MLFLOW_TRACKING_URI, else the project's store), served by
+# `mlflow models serve` in this environment (no conda or virtualenv is created).
+serve: install
+	python -m pipeline.serve --port $(SERVE_PORT)
 
 lint: install
 	ruff check . && ruff format --check .

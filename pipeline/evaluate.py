@@ -4,7 +4,8 @@ Reads the trained model and ``data/processed/``; writes ``reports/metrics.json``
 metrics and ``train_seconds``) and, under ``reports/evaluate/``, the confusion matrix (CSV and PNG),
 the per-example predictions (for ``dvc plots``), the per-class report and the learning curves. The
 same numbers and figures are logged to the training stage's MLflow run (``reports/train/run.json``)
-when it is in the store in use, else to a run of their own.
+when it is in the store in use, the test metrics linked to its model and the test set, and the
+model's registered version is tagged with its test accuracy; else they go to a run of their own.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pipeline.names import (
     MODEL,
     PROCESSED,
     RUN_FILE,
+    TEST_METRICS,
     TEST_METRICS_FILE,
     TRAIN_REPORTS,
 )
@@ -32,15 +34,23 @@ log = logging.getLogger("pipeline.evaluate")
 
 
 def _training_run(cfg, train_reports: Path):
-    """The ``train`` stage's run to add to, or a run of our own when it is in another store."""
+    """The ``train`` stage's run to add to and what it recorded (``run.json``), or a run of our
+    own (and an empty record) when it is in another store."""
     run_file = train_reports / RUN_FILE
     if run_file.exists():
         recorded = read_json(run_file)
         run = tracking.existing_run(recorded["run_id"], recorded["tracking_uri"], cfg.tracking.uri)
         if run is not None:
             run.set_tags({"evaluated": "true"})
-            return contextlib.nullcontext(run)
-    return tracking.start_config_run(cfg, stage="evaluate", run_name="evaluate")
+            return contextlib.nullcontext(run), recorded
+    own = tracking.start_config_run(
+        cfg,
+        stage="evaluate",
+        run_name="evaluate",
+        description="The test-set metrics of the `train` stage's model, whose run is in "
+        "another MLflow store.",
+    )
+    return own, {}
 
 
 def run(
@@ -58,10 +68,22 @@ def run(
     result, files = write_evaluation(
         net.forward(split.X_test), split.y_test, train_reports, reports, metrics
     )
-    with _training_run(cfg, train_reports) as mlflow_run:
-        mlflow_run.log_metrics(result)
+    context, recorded = _training_run(cfg, train_reports)
+    with context as mlflow_run:
+        mlflow_run.log_datasets(
+            {"test": (split.X_test, split.y_test)},
+            source=Path(data).as_posix(),
+            source_digests=split.digests,
+        )
+        model_id = recorded.get("model_id")
+        # The training run has train_seconds already; a run of our own records it too.
+        logged = {k: v for k, v in result.items() if k in TEST_METRICS or not recorded}
+        mlflow_run.log_metrics(logged, model_id=model_id)
         for path in files:
             mlflow_run.log_file(path, "evaluation")
+        if recorded.get("model_version"):
+            test_tags = {"test_top1_accuracy": round(float(result["test_top1_accuracy"]), 6)}
+            tracking.tag_model_version(mlflow_run.uri, recorded["model_version"], test_tags)
     summary = ", ".join(f"{k}={v:.4f}" for k, v in result.items())
     log.info("%s (MLflow run %s)", summary, mlflow_run.id)
     return result, mlflow_run.id

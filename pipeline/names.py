@@ -79,3 +79,24 @@ CURVES = {
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "gpu")
+#: Fields of ``optimizer`` that the named optimiser does not use: not logged as MLflow parameters
+#: (``sgd`` and ``momentum`` are both :class:`mlp.SGD`; ``adam`` is :class:`mlp.Adam`).
+OPTIMIZER_UNUSED = {
+    "sgd": ("beta1", "beta2", "epsilon"),
+    "momentum": ("beta1", "beta2", "epsilon"),
+    "adam": ("momentum", "nesterov"),
+}
+
+# ---------------------------------------------------------------------------- MLflow
+#: The config keys (and sections) a person varies between runs: a run's MLflow parameters. The
+#: rest of the config (mirrors, file digests, timeouts, tracking and baseline settings) is in
+#: the run's ``config.yaml`` and its tags. Of ``optimizer``, only the fields the chosen optimiser
+#: uses (:data:`OPTIMIZER_UNUSED`).
+PARAM_KEYS = ("seed", "model", "optimizer", "train", "data.validation_size", "data.train_limit")
+#: The name under which every training run logs its model, and the registered model that
+#: collects the versions; the alias that names the best model a sweep has found.
+MODEL_ARTIFACT = "model"
+REGISTERED_MODEL = "mnist-mlp"
+CHAMPION = "champion"
+#: MLflow dataset contexts of the three parts of the split, and their dataset names.
+DATASETS = {"training": "mnist-train", "validation": "mnist-validation", "test": "mnist-test"}

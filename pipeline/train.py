@@ -3,7 +3,8 @@
 Reads ``params.yaml`` (``seed``, ``model``, ``optimizer``, ``train``, ``data.train_limit``,
 ``tracking``) and ``data/processed/``; writes ``models/model.npz``, the per-epoch history
 ``reports/train/history.csv``, ``reports/train/metrics.json`` and ``reports/train/run.json`` (the
-MLflow run, which the ``evaluate`` stage completes). Nothing is written unless training finished:
+MLflow run, which the ``evaluate`` stage completes, and its model). The model is logged to MLflow
+and registered as a new version of ``mnist-mlp``. Nothing is written unless training finished:
 a diverged or interrupted run leaves no model behind.
 """
 
@@ -27,6 +28,7 @@ def run(
         data,
         Outputs(model, reports, run_record=True),
         stage="train",
+        register=True,
         callbacks=[ProgressBar()],
     )
 

@@ -19,7 +19,7 @@ import pytest
 from pipeline.names import MNIST_FILES
 
 from helpers.data import mnist_mirror
-from helpers.project import clone_working_tree
+from helpers.project import clone_working_tree, model_files
 
 BIN = Path(sys.executable).parent
 FILES = tuple(MNIST_FILES.values())
@@ -55,6 +55,10 @@ def pipeline(tmp_path_factory):
     labels[8], labels[9] = (labels[8] + 1) % 10, (labels[9] + 1) % 10
     (tampered / FILES[1]).write_bytes(gzip.compress(bytes(labels)))
 
+    # A clone of a committed tree is clean; with uncommitted files copied in, it is not.
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True
+    )
     failed = dvc(["repro"], project, tampered, check=False)
     raw_after_failure = sorted(p.name for p in (project / "data/raw").glob("*"))
     recovered = dvc(["repro"], project, mirror)
@@ -64,6 +68,7 @@ def pipeline(tmp_path_factory):
         "failed": failed,
         "raw_after_failure": raw_after_failure,
         "recovered": recovered,
+        "clean_checkout": not status.stdout.strip(),
     }
 
 
@@ -88,6 +93,18 @@ def test_recovery_runs_every_stage_and_reaches_the_target_accuracy(pipeline):
         assert name in metrics
     shown = dvc(["metrics", "show", "--json"], project, pipeline["mirror"])
     assert "test_top1_accuracy" in shown.stdout
+    # numbers only: no run ids or override strings among the metrics
+    files = json.loads(shown.stdout)[""]["data"]
+    values = [v for f in files.values() for v in _leaves(f["data"])]
+    assert values and all(isinstance(v, (int, float)) for v in values), values
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for value in tree.values():
+            yield from _leaves(value)
+    elif not isinstance(tree, list):
+        yield tree
 
 
 def test_the_run_is_in_the_projects_mlflow_store(pipeline):
@@ -105,11 +122,19 @@ def test_the_run_is_in_the_projects_mlflow_store(pipeline):
         metrics["test_top1_accuracy"]
     )
     assert len(client.get_metric_history(recorded.info.run_id, "val_loss")) == 5
-    assert {"model", "evaluation", "config.yaml"} <= {
+    assert {"evaluation", "config.yaml"} <= {
         a.path for a in client.list_artifacts(recorded.info.run_id)
     }
-    for tag in ("git.commit", "git.dirty", "version.numpy", "data.sha256.train-images-idx3-ubyte"):
+    assert "MLmodel" in model_files(f"sqlite:///{project / 'mlflow.db'}", recorded.info.run_id)
+    for tag in ("git.commit", "version.numpy", "data.sha256.train-images-idx3-ubyte"):
         assert tag in recorded.data.tags
+    # DVC deleted and rewrote the stages' outputs: no change of anyone's
+    expected = "false" if pipeline["clean_checkout"] else "true"
+    assert recorded.data.tags["git.dirty"] == expected
+    # the sweep stage named its best point the champion
+    champion = client.get_model_version_by_alias("mnist-mlp", "champion")
+    best = json.loads((project / "reports/sweep/default/best_point.json").read_text())
+    assert champion.run_id == best["run_id"] and str(champion.version) == best["model_version"]
 
 
 def test_second_repro_changes_nothing(pipeline):

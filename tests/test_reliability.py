@@ -5,71 +5,38 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline import train
-from pipeline.config import compose, to_dict, validate
+from pipeline.config import compose, validate
 
 from helpers.data import write_split
 from helpers.mlflow_server import free_port
-from helpers.project import command_env
-
-
-def write_params(folder: Path, *overrides: str) -> Path:
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(to_dict(validate(compose(list(overrides))))))
-    return path
-
-
-def train_command(folder: Path, name: str = "") -> list[str]:
-    return [
-        sys.executable, "-m", "pipeline.train",
-        "--params", str(folder / "params.yaml"),
-        "--data", str(folder / "data/mnist.npz"),
-        "--model", str(folder / f"models{name}/model.npz"),
-        "--reports", str(folder / f"reports{name}"),
-    ]  # fmt: skip
-
-
-def runs_of(uri: str) -> list:
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("mnist-mlp")
-    return [] if experiment is None else client.search_runs([experiment.experiment_id])
+from helpers.project import (
+    command_env,
+    model_files,
+    runs_of,
+    train_command,
+    training_in_progress,
+    write_params,
+)
 
 
 @pytest.mark.parametrize(
     ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM)]
 )
-def test_interrupted_training_is_killed_in_mlflow_and_leaves_no_outputs(tmp_path, sig, code):
-    write_split(tmp_path / "data", n_train=5000)
-    write_params(tmp_path, "train.epochs=500", "train.batch_size=8")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    process = subprocess.Popen(
-        train_command(tmp_path),
-        env=command_env(uri),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not any(  # wait until training has really started: an epoch is logged
-            r.data.metrics.get("train_loss") is not None for r in runs_of(uri)
-        ):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "training never started"
-            time.sleep(0.2)
+def test_interrupted_training_is_killed_in_mlflow_and_leaves_no_outputs(
+    tmp_path, store_uri, sig, code
+):
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with training_in_progress(tmp_path, store_uri, **pipes) as process:
         process.send_signal(sig)
         _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
     assert process.returncode == code, stderr
-    (run,) = runs_of(uri)
+    (run,) = runs_of(store_uri)
     assert run.info.status == "KILLED"
     assert not (tmp_path / "models/model.npz").exists()
     assert not (tmp_path / "reports/metrics.json").exists()
@@ -135,12 +102,13 @@ def _check_concurrent_runs(uri: str, tmp_path: Path, n: int = 8) -> None:
         for metric in ("train_loss", "val_accuracy", "epoch_seconds"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2]
         assert "train_seconds" in run.data.metrics
-        assert [a.path for a in client.list_artifacts(run.info.run_id, "model")] == [
-            "model/model.npz"
-        ]
-    recorded = {json.loads((tmp_path / f"reports{i}/run.json").read_text())["run_id"]
-                for i in range(n)}  # fmt: skip
-    assert recorded == {run.info.run_id for run in runs}
+        assert "MLmodel" in model_files(uri, run.info.run_id)
+    records = [json.loads((tmp_path / f"reports{i}/run.json").read_text()) for i in range(n)]
+    assert {r["run_id"] for r in records} == {run.info.run_id for run in runs}
+    # each registered its model: n versions of mnist-mlp, one per run
+    versions = client.search_model_versions("name = 'mnist-mlp'")
+    assert sorted(int(v.version) for v in versions) == list(range(1, n + 1))
+    assert {v.run_id for v in versions} == {r["run_id"] for r in records}
 
 
 @pytest.mark.slow

@@ -217,6 +217,7 @@ def test_summary_files(tmp_path):
         "summary.md",
         "heatmap.png",
         "best.json",
+        "best_point.json",
         "best_config.yaml",
     }
     with open(tmp_path / "summary.csv") as fh:
@@ -229,6 +230,10 @@ def test_summary_files(tmp_path):
     assert "## Failed points" in markdown and "DivergenceError" in markdown
     best = json.loads((tmp_path / "best.json").read_text())
     assert best["best_job"] == 1 and best["points_failed"] == 1
+    # A DVC metric: `dvc metrics show` lists numbers only; the names are in best_point.json.
+    assert all(isinstance(v, (int, float)) for v in best.values()), best
+    named = json.loads((tmp_path / "best_point.json").read_text())
+    assert named["job"] == 1 and named["overrides"] == " ".join(ROWS[1]["overrides"])
     assert yaml.safe_load((tmp_path / "best_config.yaml").read_text()) == {
         "model": {"name": "reference"}
     }
@@ -242,6 +247,38 @@ def test_load_results_keeps_only_this_sweeps_points(tmp_path):
             json.dumps({"job": job, "parent_run_id": parent})
         )
     assert [r["job"] for r in sweep_summary.load_results(tmp_path, "p1")] == [0, 2]
+
+
+def test_champion_moves_only_to_a_better_model_on_the_same_validation_data(
+    store_uri, clean_mlflow_state
+):
+    """``models:/mnist-mlp@champion`` names the best model sweeps have found: a worse (or
+    equal) best point of a later sweep leaves it; one validated on other data replaces it."""
+    from pipeline import tracking
+
+    client = MlflowClient(store_uri)
+    experiment = client.create_experiment("unit")
+
+    def version(val: float, data: str = "d1") -> str:
+        run = client.create_run(experiment)
+        model = client.create_logged_model(experiment, "model", source_run_id=run.info.run_id)
+        tags = {"val_top1_accuracy": val, "validation_data": data}
+        return tracking.register_model(
+            store_uri, run.info.run_id, model_id=model.model_id, tags=tags
+        )
+
+    def champion() -> str:
+        return tracking.champion(store_uri)[0]
+
+    assert tracking.champion(store_uri) is None
+    first = version(0.95)
+    assert sweep_parent.promote(store_uri, first) and champion() == first
+    assert not sweep_parent.promote(store_uri, version(0.94)) and champion() == first
+    assert not sweep_parent.promote(store_uri, version(0.95)) and champion() == first  # a tie
+    better = version(0.96)
+    assert sweep_parent.promote(store_uri, better) and champion() == better
+    other_data = version(0.90, data="d2")
+    assert sweep_parent.promote(store_uri, other_data) and champion() == other_data
 
 
 # ---------------------------------------------------------------------------- real sweeps
@@ -264,8 +301,15 @@ def test_tiny_sweep_in_parallel_processes(project):
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert parent.info.status == "FINISHED"
-    assert parent.data.params["sweep.grid.model"] == "reference,wide"
+    # The grid as parameters; the best point's numbers under the children's names.
+    assert parent.data.params == {
+        "model": "reference,wide",
+        "optimizer.learning_rate": "0.01,0.1",
+    }
     assert parent.data.metrics["points_finished"] == 4
+    best_child = client.get_run(parent.data.tags["best_run_id"])
+    for name in ("val_accuracy", "val_loss", "test_top1_accuracy", "train_seconds"):
+        assert parent.data.metrics[name] == best_child.data.metrics[name], name
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {c.info.status for c in children} == {"FINISHED"}
     for child in children:
@@ -289,8 +333,20 @@ def test_tiny_sweep_in_parallel_processes(project):
     assert all(r["status"] == "FINISHED" and 0 <= float(r["val_top1_accuracy"]) <= 1 for r in table)
     assert "4 points: 4 finished, 0 failed" in (reports / "summary.md").read_text()
     assert (reports / "heatmap.png").stat().st_size > 1000
-    best = json.loads((reports / "best.json").read_text())
-    assert best["best_run_id"] in {c.info.run_id for c in children}
+    best = json.loads((reports / "best_point.json").read_text())
+    assert best["run_id"] == best_child.info.run_id
+    # The best point's model: a new version of mnist-mlp, now the champion.
+    assert (best["registered_model"], best["champion"]) == ("mnist-mlp", True)
+    version = client.get_model_version_by_alias("mnist-mlp", "champion")
+    assert version.version == int(best["model_version"]) and version.run_id == best["run_id"]
+    assert float(version.tags["val_top1_accuracy"]) == pytest.approx(
+        best_child.data.metrics["val_accuracy"]
+    )
+    assert float(version.tags["test_top1_accuracy"]) == pytest.approx(
+        best_child.data.metrics["test_top1_accuracy"]
+    )
+    assert "validation top-1" in version.description and "test top-1" in version.description
+    assert parent.data.tags["best_model_version"] == best["model_version"]
     assert validate(yaml.safe_load((reports / "best_config.yaml").read_text()))
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "summary")}
     assert "summary/heatmap.png" in logged and "summary/summary.csv" in logged

@@ -88,3 +88,8 @@ def test_queued_experiments_are_a_sweep_tracked_in_the_projects_store(clone):
     assert {r.info.status for r in queued} == {"FINISHED"}
     assert all(r.data.params["train.epochs"] == "1" for r in queued)
     assert not list((project / ".dvc" / "tmp").rglob("mlflow.db"))
+    # their artifacts and models are the project's too, not the temporary copies'
+    inside = (project / "mlartifacts").as_uri() + "/"
+    assert all(r.info.artifact_uri.startswith(inside) for r in queued)
+    versions = client.search_model_versions("name = 'mnist-mlp'")
+    assert {r.info.run_id for r in queued} <= {v.run_id for v in versions}

@@ -133,6 +133,77 @@ def test_run_tags_outside_git(tmp_path):
         assert "tensorflow" not in sys.modules, "run_tags must not import TensorFlow"
 
 
+def _git(folder: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True)
+
+
+def test_git_dirty_ignores_what_the_pipeline_writes(tmp_path):
+    """``dvc repro`` deletes a stage's outputs before running it and rewrites dvc.lock: in a
+    clean checkout that is no change of anyone's."""
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  train:\n    cmd: x\n    outs:\n      - models/model.npz\n"
+        "      - reports/train/run.json:\n          cache: false\n"
+        "    metrics:\n      - reports/train/metrics.json:\n          cache: false\n"
+        "  sweep:\n    cmd: y\n    outs:\n      - models/sweep/default\n"
+    )
+    for name in ("README.md", "dvc.lock", "reports/train/metrics.json", "reports/train/run.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("committed\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x")
+
+    def dirty() -> str:
+        return provenance.run_tags(tmp_path, None, stage="train")["git.dirty"]
+
+    assert dirty() == "false"
+    (tmp_path / "reports/train/metrics.json").unlink()  # what DVC does before the stage runs
+    (tmp_path / "reports/train/run.json").write_text("rewritten\n")
+    (tmp_path / "dvc.lock").write_text("rewritten\n")
+    (tmp_path / "models/sweep/default/0").mkdir(parents=True)
+    (tmp_path / "models/sweep/default/0/x").write_text("untracked output\n")
+    assert dirty() == "false"
+    (tmp_path / "README.md").write_text("edited\n")
+    assert dirty() == "true"
+    _git(tmp_path, "checkout", "README.md")
+    (tmp_path / "notes.txt").write_text("a new file\n")
+    assert dirty() == "true"
+
+
+def test_changed_paths_reads_renames_and_spaces():
+    porcelain = " M a b.txt\0R  new.py\0old.py\0?? dir/x\0"
+    assert provenance.changed_paths(porcelain) == ["a b.txt", "new.py", "old.py", "dir/x"]
+
+
+def test_knob_params_keep_what_a_person_varies():
+    config = {
+        "seed": 0,
+        "data": {"mirrors": ["m"], "timeout": 30, "validation_size": 5000, "train_limit": None},
+        "model": {"name": "reference", "hidden_sizes": [32, 16]},
+        "optimizer": {"name": "adam", "learning_rate": 0.1, "momentum": 0.0, "beta1": 0.9},
+        "train": {"epochs": 5},
+        "baseline": {"device": "cpu"},
+        "tracking": {"uri": None},
+    }
+    assert provenance.knob_params(config) == {
+        "seed": "0",
+        "data.validation_size": "5000",
+        "data.train_limit": "null",
+        "model.name": "reference",
+        "model.hidden_sizes": "[32, 16]",
+        "optimizer.name": "adam",
+        "optimizer.learning_rate": "0.1",
+        "optimizer.beta1": "0.9",
+        "train.epochs": "5",
+    }
+    sgd = {**config, "optimizer": {**config["optimizer"], "name": "sgd"}}
+    assert "optimizer.momentum" in provenance.knob_params(sgd)
+    assert "optimizer.beta1" not in provenance.knob_params(sgd)
+    # a key a sweep varies stays a parameter; an optimiser's unused field still does not
+    also = provenance.knob_params(config, also=["data.timeout", "optimizer"])
+    assert also["data.timeout"] == "30" and "optimizer.momentum" not in also
+
+
 def test_run_with_training_logs_params_metrics_tags_and_config(uri, store_dir):
     X, y = _data()
     digests = {"train_images": "0" * 64, "train_labels": "1" * 64}
@@ -370,6 +441,32 @@ def test_retry_on_database_is_locked(monkeypatch):
 
     with pytest.raises(mlflow.exceptions.MlflowException):
         store.with_retry(always_locked, tries=3)
+
+
+def test_a_row_another_process_inserted_first_is_retried(monkeypatch):
+    """Two sweep points logging the same dataset at once: MLflow checks, then inserts, so one
+    of them hits the other's row; tried again, it finds it."""
+    from pipeline.tracking import runs
+
+    monkeypatch.setattr(runs.time, "sleep", lambda seconds: None)
+    calls = []
+
+    def racing():
+        calls.append(1)
+        if len(calls) == 1:
+            raise mlflow.exceptions.MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                "datasets.name, datasets.digest"
+            )
+        return "logged"
+
+    assert runs._retry_on_duplicate(racing) == "logged" and len(calls) == 2
+
+    def broken():
+        raise mlflow.exceptions.MlflowException("RESOURCE_DOES_NOT_EXIST: no such run")
+
+    with pytest.raises(mlflow.exceptions.MlflowException, match="no such run"):
+        runs._retry_on_duplicate(broken)
 
 
 # ---------------------------------------------------------------------------- progress bar

@@ -8,8 +8,11 @@ job folder; :func:`load_results` collects them and :func:`write_summary` turns t
   overrides that vary across the sweep, validation and test top-1 accuracy and cross-entropy,
   seconds, status, and the reason a point failed);
 - ``heatmap.png``: validation top-1 accuracy over architecture x learning rate;
-- ``best.json`` and ``best_config.yaml``: the best point, chosen on validation top-1 accuracy
-  (ties: lower validation cross-entropy, then the earlier point), and its whole configuration.
+- ``best.json``, ``best_point.json`` and ``best_config.yaml``: the best point, chosen on
+  validation top-1 accuracy (ties: lower validation cross-entropy, then the earlier point). DVC
+  shows ``best.json`` as a metric, so it holds numbers only (the point counts, the best point's
+  job number, learning rate and scores); ``best_point.json`` names it (its MLflow run, overrides,
+  architecture and registered model version); ``best_config.yaml`` is its whole configuration.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import yaml
 
 from pipeline.files import atomic_write, write_json
-from pipeline.names import RESULT_FILE
+from pipeline.names import CHAMPION, RESULT_FILE
 
 FINISHED, FAILED = "FINISHED", "FAILED"
 
@@ -185,9 +188,15 @@ def _md_cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(rows: Sequence[dict[str, Any]], title: str = "Sweep", folder: str = ".") -> str:
-    """The summary as a Markdown document: counts, the best point, the table, the failures.
-    ``folder``: where the summary is written, as the reader will type it."""
+def markdown(
+    rows: Sequence[dict[str, Any]],
+    title: str = "Sweep",
+    folder: str = ".",
+    registry: dict[str, Any] | None = None,
+) -> str:
+    """The summary as a Markdown document: counts, the best point (and where its model was
+    registered), the table, the failures. ``folder``: where the summary is written, as the
+    reader will type it."""
     n = counts(rows)
     best = best_point(rows)
     _, common = varying_overrides(rows)
@@ -218,6 +227,14 @@ def markdown(rows: Sequence[dict[str, Any]], title: str = "Sweep", folder: str =
             "",
             "Its overrides: `" + (" ".join(best.get("overrides", [])) or "(none)") + "`",
         ]
+        if registry and registry.get("model_version"):
+            model = f"{registry['registered_model']}/{registry['model_version']}"
+            lines += ["", f"Its model is registered as `models:/{model}`"]
+            lines[-1] += (
+                f", now the champion (`models:/{registry['registered_model']}@{CHAMPION}`)."
+                if registry.get("champion")
+                else "; the champion stays, as good or better on the same validation data."
+            )
     lines += [
         "",
         "| # | architecture | learning rate | other overrides | val top-1 | val CE "
@@ -334,29 +351,41 @@ def heatmap(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "") -
     return save_figure(fig, Path(path))
 
 
-def best_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """``best.json``: the counts, and the best point's job, overrides, run and metrics."""
-    out: dict[str, Any] = dict(counts(rows))
+def best_summary(rows: Sequence[dict[str, Any]]) -> dict[str, float | int]:
+    """``best.json``, numbers only (a DVC metric): the counts, and the best point's job number,
+    learning rate and scores as ``best_<key>``."""
+    out: dict[str, float | int] = dict(counts(rows))
     best = best_point(rows)
     if best is not None:
-        out.update(
-            {
-                "best_job": best.get("job"),
-                "best_overrides": " ".join(best.get("overrides", [])),
-                "best_architecture": architecture(best),
-                "best_learning_rate": best.get("learning_rate"),
-                "best_run_id": best.get("run_id"),
-            }
-        )
         for key in (
+            "job",
+            "learning_rate",
             "val_top1_accuracy",
             "val_cross_entropy",
             "test_top1_accuracy",
             "test_cross_entropy",
             "train_seconds",
         ):
-            out[f"best_{key}"] = best.get(key)
+            value = best.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[f"best_{key}"] = value
     return out
+
+
+def best_record(
+    rows: Sequence[dict[str, Any]], registry: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``best_point.json``: which point is the best (``None`` values when none finished): its
+    job, MLflow run, overrides and architecture, and ``registry`` (its registered model version
+    and whether it is the champion)."""
+    best = best_point(rows) or {}
+    return {
+        "job": best.get("job"),
+        "run_id": best.get("run_id"),
+        "overrides": " ".join(best.get("overrides", [])) if best else None,
+        "architecture": architecture(best) if best else None,
+        **(registry or {}),
+    }
 
 
 def _display(path: Path) -> str:
@@ -368,10 +397,14 @@ def _display(path: Path) -> str:
 
 
 def write_summary(
-    rows: Sequence[dict[str, Any]], out_dir: str | Path, name: str = "sweep"
+    rows: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    name: str = "sweep",
+    registry: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write every summary file of the sweep ``name`` into ``out_dir`` (replacing an older
-    summary); return them."""
+    summary); return them. ``registry``: where the best point's model was registered
+    (``best_point.json``)."""
     title = f"Sweep `{name}`"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -380,9 +413,10 @@ def write_summary(
         out_dir / "summary.md",
         heatmap(rows, out_dir / "heatmap.png", f"Sweep '{name}': validation top-1 accuracy"),
         write_json(out_dir / "best.json", best_summary(rows)),
+        write_json(out_dir / "best_point.json", best_record(rows, registry)),
     ]
     with atomic_write(out_dir / "summary.md", "w") as fh:
-        fh.write(markdown(rows, title, _display(out_dir)))
+        fh.write(markdown(rows, title, _display(out_dir), registry))
     best = best_point(rows)
     best_config = out_dir / "best_config.yaml"
     if best is not None and best.get("config"):

@@ -4,8 +4,15 @@
 point: it validates the base config, starts the parent run and writes its id and store to
 ``<sweep dir>/sweep.json`` (:mod:`pipeline.sweeps.state`), a file rather than an environment
 variable so that it reaches points started by any launcher. :meth:`~SweepCallback.on_multirun_end`
-collects every point's ``result.json``, writes the summary to ``reports/sweep/<grid>/``
-(``<grid>``: the chosen ``sweep`` config, or ``adhoc``), logs it to the parent run and ends that.
+collects every point's ``result.json``, registers the best point's model (chosen on validation
+accuracy) as a version of ``mnist-mlp`` and moves the alias ``champion`` to it when it beats the
+champion (:func:`promote`), writes the summary to ``reports/sweep/<grid>/`` (``<grid>``: the
+chosen ``sweep`` config, or ``adhoc``), logs it to the parent run and ends that.
+
+The parent run's parameters are the grid (each swept key and its values, as written); its
+metrics are the point counts, the sweep's seconds and the best point's numbers under the names
+its children use (``val_accuracy``, ``val_loss``, ``test_top1_accuracy``, ...), so that the
+parent's row lines up with its children's in the MLflow UI.
 """
 
 from __future__ import annotations
@@ -29,7 +36,15 @@ from pipeline.config import ConfigError, to_dict, validate
 from pipeline.data.dataset import data_digests
 from pipeline.errors import PipelineError
 from pipeline.files import require, safe_name, write_json
-from pipeline.names import PROCESSED, SUMMARY, SWEEP_REPORTS
+from pipeline.names import (
+    CHAMPION,
+    CURVES,
+    PROCESSED,
+    REGISTERED_MODEL,
+    SUMMARY,
+    SWEEP_REPORTS,
+    TRAIN_SECONDS,
+)
 from pipeline.reporting import sweep_summary
 from pipeline.reporting.sweep_summary import FINISHED
 from pipeline.sweeps.points import plain_config
@@ -103,13 +118,10 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
     base = validate(plain_config(config))
     data_path = require(cwd / PROCESSED, "preprocess")
     launcher = _check_launcher(hc)
+    overrides = " ".join(hc.overrides.task)
+    grid = _grid(hc)
     parent_config = {
-        "sweep": {
-            "name": name,
-            "overrides": " ".join(hc.overrides.task),
-            "grid": _grid(hc),
-            "launcher": launcher,
-        }
+        "sweep": {"name": name, "overrides": overrides, "grid": grid, "launcher": launcher}
     }
     stack = contextlib.ExitStack()
     run = stack.enter_context(
@@ -120,7 +132,16 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
             experiment=base.tracking.experiment,
             uri=base.tracking.uri,
             data_digests=data_digests(data_path.with_name(SUMMARY.name)),
-            tags={"sweep.name": name, "sweep.dir": str(sweep_dir), "sweep.launcher": launcher},
+            params=grid,
+            tags={
+                "sweep.name": name,
+                "sweep.dir": str(sweep_dir),
+                "sweep.launcher": launcher,
+                "sweep.overrides": overrides or "(none)",
+            },
+            description=f"Sweep `{name}` over {', '.join(grid) or 'no key'} ({launcher}): one "
+            "child run per point; the best point, chosen on validation accuracy, is registered "
+            f"as a version of `{REGISTERED_MODEL}`.",
         )
     )
     _OPEN[sweep_dir] = _OpenSweep(stack, run, cwd / reports / name, name, time.perf_counter())
@@ -179,20 +200,29 @@ def finish_all(error: BaseException) -> None:
 
 def _summarize(sweep_dir: Path, state: _OpenSweep, ended: str) -> int:
     rows = sweep_summary.load_results(sweep_dir, state.run.id)
-    files = sweep_summary.write_summary(rows, state.reports, state.name)
-    summary = sweep_summary.best_summary(rows)
-    metrics = {
-        key: float(value)
-        for key, value in summary.items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool)
-    }
-    metrics["sweep_seconds"] = time.perf_counter() - state.started
+    best = sweep_summary.best_point(rows)
+    registry = _register_best(state, best) if best is not None else {}
+    files = sweep_summary.write_summary(rows, state.reports, state.name, registry)
+    n = sweep_summary.counts(rows)
+    metrics: dict[str, float] = {**n, "sweep_seconds": time.perf_counter() - state.started}
+    if best is not None:  # under its children's names, so that the columns line up
+        for key, column in _BEST_METRICS.items():
+            if isinstance(best.get(key), (int, float)):
+                metrics[column] = float(best[key])
+        state.run.set_tags(
+            {
+                "best_run_id": best.get("run_id"),
+                "best_job": best.get("job"),
+                "best_overrides": " ".join(best.get("overrides", [])),
+                "best_architecture": sweep_summary.architecture(best),
+                "best_model_version": registry.get("model_version"),
+                "best_champion": registry.get("champion"),
+            }
+        )
+        state.run.describe(_description(state, best, registry))
     state.run.log_metrics(metrics)
-    best = ("best_run_id", "best_overrides", "best_architecture")
-    state.run.set_tags({key: summary[key] for key in best if summary.get(key) is not None})
     for path in files:
         state.run.log_file(path, "summary")
-    n = sweep_summary.counts(rows)
     log.info(
         "sweep %s: %d points, %d finished, %d failed; summary in %s",
         ended,
@@ -201,15 +231,97 @@ def _summarize(sweep_dir: Path, state: _OpenSweep, ended: str) -> int:
         n["points_failed"],
         state.reports,
     )
-    if summary.get("best_job") is not None:
+    if best is not None:
         log.info(
-            "best point #%s %s: validation top-1 %.4f, test top-1 %.4f",
-            summary["best_job"],
-            summary["best_overrides"],
-            summary["best_val_top1_accuracy"],
-            summary["best_test_top1_accuracy"],
+            "best point #%s %s: validation top-1 %.4f, test top-1 %.4f; %s",
+            best["job"],
+            " ".join(best.get("overrides", [])),
+            best["val_top1_accuracy"],
+            best["test_top1_accuracy"],
+            _registry_line(registry),
         )
     return sweep_summary.exit_status(rows)
+
+
+#: The best point's numbers (``result.json`` keys) -> the names its child run has them under.
+_BEST_METRICS = {
+    "val_top1_accuracy": CURVES["val_accuracy"],
+    "val_cross_entropy": CURVES["val_loss"],
+    "test_top1_accuracy": "test_top1_accuracy",
+    "test_cross_entropy": "test_cross_entropy",
+    "train_seconds": TRAIN_SECONDS,
+}
+
+
+#: The best point's numbers a registered version carries as tags.
+_VERSION_TAGS = ("val_top1_accuracy", "test_top1_accuracy")
+
+
+def _register_best(state: _OpenSweep, best: dict[str, Any]) -> dict[str, Any]:
+    """Register the best point's model as a version of ``mnist-mlp``, tagged and described with
+    its validation and test accuracy, and :func:`promote` it. Returns what the summary records:
+    the registered model, the version and whether it is now the champion."""
+    # Few tags: the UI shows about five. The run, its overrides and scores are linked.
+    tags = {
+        "origin": f"sweep {state.name}",
+        **{k: round(float(best[k]), 6) for k in _VERSION_TAGS if best.get(k) is not None},
+    }
+    description = (
+        f"The best of sweep `{state.name}` on validation accuracy: point #{best.get('job')}, "
+        f"{sweep_summary.architecture(best)}, learning rate {best.get('learning_rate')}; "
+        f"validation top-1 {best['val_top1_accuracy']:.4f}, "
+        f"test top-1 {best['test_top1_accuracy']:.4f}."
+    )
+    try:
+        version = tracking.register_model(
+            state.run.uri, best["run_id"], tags=tags, description=description
+        )
+        champion = promote(state.run.uri, version)
+    except Exception as exc:
+        raise PipelineError(f"could not register the best point's model: {exc}") from exc
+    return {"registered_model": REGISTERED_MODEL, "model_version": version, "champion": champion}
+
+
+def promote(uri: str, version: str) -> bool:
+    """Move the alias ``champion`` to ``version`` when it is the better model: when there is no
+    champion yet, when its validation accuracy is higher than the champion's on the same
+    validation data (a tie keeps the champion), or when the champion was validated on other
+    data (its number cannot be compared; the newer data wins). Returns whether it moved."""
+    current = tracking.champion(uri)
+    new_tags = tracking.model_version_tags(uri, version)
+    if current is not None:
+        old_version, old_tags = current
+        if old_version == version:
+            return True
+        same_data = old_tags.get("validation_data") == new_tags.get("validation_data")
+        try:
+            better = float(new_tags["val_top1_accuracy"]) > float(old_tags["val_top1_accuracy"])
+        except (KeyError, ValueError):
+            better = True
+        if same_data and not better:
+            return False
+    tracking.set_champion(uri, version)
+    return True
+
+
+def _description(state: _OpenSweep, best: dict[str, Any], registry: dict[str, Any]) -> str:
+    """The parent run's description once the sweep is over: the best point, linked."""
+    point = state.run.link(best["run_id"], f"point #{best.get('job')}")
+    return (
+        f"Sweep `{state.name}`: the best point on validation accuracy is {point}, "
+        f"{sweep_summary.architecture(best)}, learning rate {best.get('learning_rate')}: "
+        f"validation top-1 {best['val_top1_accuracy']:.4f}, "
+        f"test top-1 {best['test_top1_accuracy']:.4f}; {_registry_line(registry)}."
+    )
+
+
+def _registry_line(registry: dict[str, Any]) -> str:
+    if not registry:
+        return "not registered"
+    where = f"{registry['registered_model']} version {registry['model_version']}"
+    if registry["champion"]:
+        return f"registered as {where}, now {REGISTERED_MODEL}@{CHAMPION}"
+    return f"registered as {where}; {REGISTERED_MODEL}@{CHAMPION} stays (as good or better)"
 
 
 class SweepCallback(Callback):

@@ -28,7 +28,7 @@ from pipeline.data.dataset import data_digests
 from pipeline.errors import install_sigterm_handler
 from pipeline.files import write_json
 from pipeline.names import N_CLASSES, N_INPUTS, PROCESSED, RESULT_FILE, SUMMARY
-from pipeline.reporting.sweep_summary import FAILED, FINISHED
+from pipeline.reporting.sweep_summary import FAILED, FINISHED, override_key
 from pipeline.sweeps.state import read_sweep_file, sweep_dir_of
 from pipeline.training.frameworks import blas_thread_count
 from pipeline.training.progress import ProgressBar
@@ -176,6 +176,7 @@ def _train_point(
         stage="sweep",
         score_test_set=True,
         tags=tags,
+        param_keys=[override_key(o) for o in row["overrides"]],  # the grid's keys stay params
         callbacks=[] if multirun else [ProgressBar()],  # parallel bars would garble each other
         on_start=lambda run: row.update(run_id=run.id),
         **where,

@@ -1,7 +1,8 @@
 """The libraries a configuration can be trained with, behind one small interface.
 
 :func:`pipeline.training.run.train_and_record` trains any of them the same way; a framework only
-says how to train, predict, save and describe itself:
+says how to train, predict, save and describe itself, and which MLflow flavor its models are
+logged in (:mod:`pipeline.tracking.models`):
 
 - :data:`NUMPY`: this project's :class:`mlp.MLP` (the ``train`` stage and every sweep point);
 - :class:`pipeline.training.keras_model.Keras`: the same network in TensorFlow/Keras, from the
@@ -33,6 +34,8 @@ class Framework(Protocol):
 
     #: ``library`` tag of the run, and the word used in logs.
     name: str
+    #: The MLflow flavor its models are logged in: ``"mlp"`` (pyfunc) or ``"keras"``.
+    model_flavor: str
 
     def prepare(self, cfg: Config) -> None:
         """Fail early (before any run starts) when the library cannot train ``cfg`` here."""
@@ -99,6 +102,7 @@ class NumPyMLP:
     """This project's NumPy MLP."""
 
     name = "numpy"
+    model_flavor = "mlp"
 
     def prepare(self, cfg: Config) -> None:
         pass

@@ -492,6 +492,7 @@ class Keras:
 
     name = "tensorflow"
     library = "TensorFlow/Keras"
+    model_flavor = "keras"
 
     def __init__(self) -> None:
         self.unit = "CPU"

@@ -1,10 +1,17 @@
 """Train, save and record one configuration: the one run path of every entry point.
 
 The ``train`` stage, every point of a sweep and the TensorFlow baseline call
-:func:`train_and_record`; they differ only in the framework, where the outputs go and whether the
-test set is scored at once. It removes the outputs of any earlier run first, so a run that fails
-or is interrupted leaves nothing that looks like its own; it writes them only once training has
-finished.
+:func:`train_and_record`; they differ only in the framework, where the outputs go, whether the
+test set is scored at once and whether the model is registered. It removes the outputs of any
+earlier run first, so a run that fails or is interrupted leaves nothing that looks like its own;
+it writes them only once training has finished.
+
+What MLflow gets from a run: its knobs as parameters, the three parts of the split as datasets,
+the per-epoch curves, system metrics, ``train_seconds`` (and the ``test_*`` metrics when the test
+set is scored here), the model as an MLflow model named ``model`` with the last epoch's curves
+and the test metrics linked to it, and the reports as artifacts. The last epoch's numbers stay
+out of MLflow's metrics (they are the curves' last points) but are in ``metrics.json``, for
+``dvc exp show``.
 """
 
 from __future__ import annotations
@@ -20,7 +27,20 @@ from pipeline import tracking
 from pipeline.config import Config
 from pipeline.data.dataset import Dataset, load_dataset
 from pipeline.files import write_history, write_json
-from pipeline.names import CURVES_FILE, HISTORY_FILE, INFO_FILE, METRICS_FILE, RUN_FILE
+from pipeline.names import (
+    CURVES,
+    CURVES_FILE,
+    HISTORY_FILE,
+    INFO_FILE,
+    METRICS_FILE,
+    N_CLASSES,
+    N_INPUTS,
+    PROCESSED,
+    REGISTERED_MODEL,
+    RUN_FILE,
+    TEST_METRICS,
+    TRAIN_SECONDS,
+)
 from pipeline.reporting import plots
 from pipeline.training.build import run_name
 from pipeline.training.frameworks import NUMPY, Framework
@@ -74,6 +94,9 @@ class RunResult:
     rows: list[dict[str, float]]
     model: Any
     files: list[Path] = field(default_factory=list)
+    #: The MLflow model it logged, and its version of ``mnist-mlp`` when it was registered.
+    model_id: str | None = None
+    model_version: str | None = None
 
 
 def train_and_record(
@@ -84,25 +107,29 @@ def train_and_record(
     stage: str,
     framework: Framework = NUMPY,
     score_test_set: bool = False,
+    register: bool = False,
     parent_run_id: str | None = None,
     experiment: str | None = None,
     uri: str | None = None,
     tags: Mapping[str, object] | None = None,
+    param_keys: Sequence[str] = (),
     callbacks: Sequence[Callback] = (),
     on_start: Callable[[tracking.Run], object] | None = None,
 ) -> RunResult:
     """Train ``cfg`` with ``framework`` as one tracked run, save the model and write the reports.
 
     ``data``: the split, or the path of the preprocessed ``.npz`` (loaded with
-    ``data.train_limit``). The run records the config, the dataset digests, the per-epoch curves
-    and the metrics (``train_seconds``, the last epoch's ``final_*`` and, with
-    ``score_test_set``, the ``test_*`` metrics), and holds the model and the reports as
-    artifacts. ``experiment`` and ``uri`` default to ``cfg.tracking``'s; ``on_start`` is called
-    with the run as soon as it exists. Raises what training raises (:class:`mlp.DivergenceError`,
-    ...), after the run has been ended accordingly.
+    ``data.train_limit``). The run records the config's knobs (and the keys ``param_keys`` names)
+    as parameters, the datasets, the per-epoch curves, ``train_seconds`` and, with
+    ``score_test_set``, the ``test_*`` metrics; the model as the MLflow model ``model`` (in the
+    framework's flavor), registered as a new version of ``mnist-mlp`` with ``register``; the
+    reports as artifacts. ``experiment`` and ``uri`` default to ``cfg.tracking``'s; ``on_start``
+    is called with the run as soon as it exists. Raises what training raises
+    (:class:`mlp.DivergenceError`, ...), after the run has been ended accordingly.
     """
     for stale in outputs.all():
         stale.unlink(missing_ok=True)
+    source = _display(data if not isinstance(data, Dataset) else PROCESSED)
     if not isinstance(data, Dataset):
         data = load_dataset(data, cfg.data.train_limit)
     framework.prepare(cfg)
@@ -116,9 +143,21 @@ def train_and_record(
         data_digests=data.digests,
         parent_run_id=parent_run_id,
         tags={**framework.tags(cfg), **(tags or {})},
+        param_keys=param_keys,
+        description=describe(cfg, framework, stage, len(data.y_train)),
+        system_metrics=True,
     ) as run:
         if on_start is not None:
             on_start(run)
+        run.log_datasets(
+            {
+                "training": (data.X_train, data.y_train),
+                "validation": (data.X_val, data.y_val),
+                "test": (data.X_test, data.y_test),
+            },
+            source=source,
+            source_digests=data.digests,
+        )
         log.info(
             "training %s (%s) on %d images (validation %d), %d epochs",
             run_name(cfg),
@@ -133,7 +172,6 @@ def train_and_record(
         if score_test_set:
             probs = framework.predict_proba(cfg, model, data.X_test)
             measured.update(metrics_on_test_set(data.y_test, probs))
-        run.log_metrics(measured)
 
         written = [
             framework.save(model, outputs.model),
@@ -146,11 +184,67 @@ def train_and_record(
         if info is not None:
             info.update(mlflow_run_id=run.id, tracking_uri=run.uri)
             written.append(write_json(outputs.info, info))
-        run.log_file(outputs.model, "model")
+        model_id = run.log_model(
+            framework.model_flavor,
+            model=model,
+            saved=outputs.model,
+            dtype=cfg.train.dtype,
+            input_example=data.X_train[:2],
+            step=len(rows),
+            link=[CURVES[key] for key in CURVES if key not in ("epoch", "seconds")],
+        )
+        run.log_metrics(
+            {key: measured[key] for key in (TRAIN_SECONDS, *TEST_METRICS) if key in measured},
+            model_id=model_id,
+        )
         for path in written[1:]:
             run.log_file(path, "reports")
+        version = _register(cfg, run, model_id, rows[-1], name) if register else None
         if outputs.run_record:
-            record = {"run_id": run.id, "tracking_uri": run.uri}
+            record = {
+                "run_id": run.id,
+                "tracking_uri": run.uri,
+                "model_id": model_id,
+                "model_version": version,
+            }
             written.append(write_json(outputs.run_json, record))
     log.info("trained in %.2f s; model written to %s", measured["train_seconds"], outputs.model)
-    return RunResult(run.id, measured, rows, model, written)
+    return RunResult(run.id, measured, rows, model, written, model_id, version)
+
+
+def describe(cfg: Config, framework: Framework, stage: str, n_train: int) -> str:
+    """A run's description: what was trained, how, on what, and by which stage."""
+    m, o, t = cfg.model, cfg.optimizer, cfg.train
+    sizes = "-".join(map(str, [N_INPUTS, *m.hidden_sizes, N_CLASSES]))
+    library = "NumPy MLP" if framework is NUMPY else getattr(framework, "library", framework.name)
+    return (
+        f"{library} {sizes} ({m.hidden_activation}, {m.output_activation}, {m.loss}), "
+        f"{o.name} learning rate {o.learning_rate:g}, {t.epochs} epochs of batches of "
+        f"{t.batch_size} on {n_train:,} training images, seed {cfg.seed}; stage `{stage}`."
+    )
+
+
+def _register(cfg: Config, run: tracking.Run, model_id: str, last: dict, name: str) -> str:
+    """Register the run's model as a new version of ``mnist-mlp``, tagged with its validation
+    accuracy (``evaluate`` adds the test accuracy)."""
+    tags: dict[str, object] = {"origin": "train stage"}
+    if "val_accuracy" in last:
+        tags["val_top1_accuracy"] = round(float(last["val_accuracy"]), 6)
+    version = tracking.register_model(
+        run.uri,
+        run.id,
+        model_id=model_id,
+        tags=tags,
+        description=f"Trained by the `train` stage: {name}, {cfg.train.epochs} epochs.",
+    )
+    log.info("registered as %s version %s", REGISTERED_MODEL, version)
+    return version
+
+
+def _display(path: str | Path) -> str:
+    """``path`` relative to the working directory when it is below it (as a stage names it)."""
+    path = Path(path)
+    try:
+        return path.absolute().relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path.as_posix()
