@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from mlp import MLP, Callback
-from pipeline.training.build import build_model, build_optimizer
+from pipeline.training.build import build_model, build_optimizer, fit_options
 
 if TYPE_CHECKING:
     from pipeline.config import Config
@@ -91,6 +91,7 @@ def train_numpy(
             validation=data.validation,
             shuffle=cfg.train.shuffle,
             callbacks=callbacks,
+            **fit_options(cfg),
         )
     return net, history
 
