@@ -30,9 +30,9 @@ from pipeline.data.dataset import data_digests
 from pipeline.errors import PipelineError
 from pipeline.files import require, safe_name, write_json
 from pipeline.names import PROCESSED, SUMMARY, SWEEP_REPORTS
-from pipeline.reporting import sweep_summary
+from pipeline.reporting import study, sweep_summary
 from pipeline.reporting.sweep_summary import FINISHED
-from pipeline.sweeps.points import plain_config
+from pipeline.sweeps.points import is_optuna, plain_config
 from pipeline.sweeps.state import SWEEP_FILE, sweep_dir_of
 
 log = logging.getLogger("pipeline.sweep")
@@ -71,6 +71,8 @@ class _OpenSweep:
     reports: Path
     name: str
     started: float
+    #: The searched keys when Optuna's sweeper drives the sweep (its study is summarised too).
+    search: list[str] | None = None
 
 
 # Keyed by sweep folder. Module state, not the callback's: Hydra pickles its callbacks along with
@@ -99,7 +101,8 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
     hc = config.hydra
     cwd = Path(hc.runtime.cwd)
     sweep_dir = sweep_dir_of(hc)
-    name = safe_name(OmegaConf.select(hc, "runtime.choices.sweep") or ADHOC)
+    choices = OmegaConf.select(hc, "runtime.choices") or {}
+    name = safe_name(choices.get("sweep") or choices.get("hparams_search") or ADHOC)
     base = validate(plain_config(config))
     data_path = require(cwd / PROCESSED, "preprocess")
     launcher = _check_launcher(hc)
@@ -123,7 +126,10 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
             tags={"sweep.name": name, "sweep.dir": str(sweep_dir), "sweep.launcher": launcher},
         )
     )
-    _OPEN[sweep_dir] = _OpenSweep(stack, run, cwd / reports / name, name, time.perf_counter())
+    search = list(parent_config["sweep"]["grid"]) if is_optuna(hc) else None
+    _OPEN[sweep_dir] = _OpenSweep(
+        stack, run, cwd / reports / name, name, time.perf_counter(), search
+    )
     try:
         base_yaml = yaml.safe_dump(to_dict(base), sort_keys=False, default_flow_style=None)
         run.log_text(base_yaml, "base_config.yaml")
@@ -180,6 +186,8 @@ def finish_all(error: BaseException) -> None:
 def _summarize(sweep_dir: Path, state: _OpenSweep, ended: str) -> int:
     rows = sweep_summary.load_results(sweep_dir, state.run.id)
     files = sweep_summary.write_summary(rows, state.reports, state.name)
+    if state.search is not None:  # an Optuna search: its trials over time, and importances
+        files += study.write_study(rows, state.reports, state.search, state.name)
     summary = sweep_summary.best_summary(rows)
     metrics = {
         key: float(value)
@@ -189,7 +197,10 @@ def _summarize(sweep_dir: Path, state: _OpenSweep, ended: str) -> int:
     metrics["sweep_seconds"] = time.perf_counter() - state.started
     state.run.log_metrics(metrics)
     best = ("best_run_id", "best_overrides", "best_architecture")
-    state.run.set_tags({key: summary[key] for key in best if summary.get(key) is not None})
+    tags = {key: summary[key] for key in best if summary.get(key) is not None}
+    if state.search is not None and summary.get("best_job") is not None:
+        tags["best_trial"] = summary["best_job"]
+    state.run.set_tags(tags)
     for path in files:
         state.run.log_file(path, "summary")
     n = sweep_summary.counts(rows)
