@@ -112,3 +112,34 @@ def test_optuna_search_trials_are_children_and_the_parent_records_the_best(proje
     assert parent.data.metrics["best_val_top1_accuracy"] == best["best_val_top1_accuracy"]
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "summary")}
     assert {"summary/study.png", "summary/study.csv", "summary/importances.json"} <= logged
+
+
+@pytest.mark.slow
+def test_a_search_whose_every_trial_failed_ends_as_a_grid_does(project):
+    """Optuna has no best trial to report: exit 1, one error line, the parent FAILED."""
+    result = run_module(
+        "pipeline.sweep",
+        "--multirun",
+        "hparams_search=mnist_optuna",
+        "hydra.sweeper.n_trials=2",
+        "optimizer.learning_rate=choice(1e5)",
+        "model.hidden_sizes=choice([16])",
+        "model.hidden_activation=linear",
+        "train.batch_size=choice(16)",
+        "train.max_norm=null",
+        "train.epochs=1",
+        f"hydra.sweep.dir={project / 'multirun'}",
+        cwd=project,
+        env=command_env(f"sqlite:///{project / 'mlflow.db'}"),
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "error: every point of the sweep failed" in result.stderr
+    assert "Traceback" not in result.stderr
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mnist-mlp")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FAILED"
+    assert {r.info.status for r in runs if r is not parent} == {"FAILED"}
+    assert "0 finished, 2 failed" in (project / "reports/sweep/mnist_optuna/summary.md").read_text()
