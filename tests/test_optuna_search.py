@@ -13,6 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from pipeline.names import CONF_DIR
 from pipeline.reporting import study
 
 from helpers.project import command_env, run_module
@@ -85,7 +86,9 @@ def test_optuna_search_trials_are_children_and_the_parent_records_the_best(proje
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert parent.info.status == "FINISHED"
     assert parent.data.params["sweep.name"] == "mnist_optuna"
-    assert "interval(0.8, 0.95)" in parent.data.params["sweep.grid.optimizer.momentum"]
+    search = yaml.safe_load((CONF_DIR / "hparams_search/mnist_optuna.yaml").read_text())
+    momentum = search["hydra"]["sweeper"]["params"]["optimizer.momentum"]
+    assert parent.data.params["sweep.grid.optimizer.momentum"] == momentum  # the search space
 
     reports = project / "reports/sweep/mnist_optuna"
     with open(reports / "study.csv") as fh:
