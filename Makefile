@@ -16,13 +16,16 @@ STORE_URI := sqlite:///$(CURDIR)/mlflow.db
 # Stage commands in dvc.yaml say `python`: make it the project's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install run test test-fast sweep bench bench-install bench-quick ui serve lint format params clean
+BEST := reports/best
+
+.PHONY: help install run test test-fast sweep best bench bench-install bench-quick ui serve lint format params clean
 
 help:
 	@echo "make run        install, then run the pipeline (dvc repro)"
 	@echo "make test       install, then run the whole test suite"
 	@echo "make test-fast  the test suite without the slow end-to-end tests"
 	@echo "make sweep      the accurate grid of conf/sweep/best.yaml (about 6 minutes)"
+	@echo "make best       train conf/experiment/best.yaml, evaluate it on the test set (reports/best/)"
 	@echo "make bench      speed benchmark: ours vs Keras/TF, scikit-learn, PyTorch, bare NumPy (~10 min)"
 	@echo "make bench-install  install the benchmark's optional peers (scikit-learn, PyTorch CPU)"
 	@echo "make bench-quick    a one-minute smoke run of the benchmark (numbers mean nothing)"
@@ -49,6 +52,15 @@ test-fast: install
 
 sweep: install
 	python -m pipeline.sweep +sweep=best
+
+# The most accurate configuration found (chosen on validation data): its composed config, the
+# model trained on the training split (the validation split held out for early stopping), and
+# its test-set metrics in reports/best/metrics.json.
+best: install
+	python -m pipeline.params experiment=best --out $(BEST)/params.yaml
+	python -m pipeline.train --params $(BEST)/params.yaml --model models/best.npz --reports $(BEST)
+	python -m pipeline.evaluate --params $(BEST)/params.yaml --model models/best.npz \
+		--train-reports $(BEST) --reports $(BEST)/evaluate --metrics $(BEST)/metrics.json
 
 bench-install: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,bench]"

@@ -3,19 +3,27 @@
 Imports NumPy only. See ``mlp.network`` for the math and its notation.
 """
 
-from mlp import metrics
+from mlp import metrics, regularization, schedules
 from mlp.callbacks import Callback
 from mlp.network import MLP, DivergenceError
 from mlp.optimizers import SGD, Adam, Optimizer
 from mlp.rules import ParameterError
+from mlp.schedules import CosineDecay, ExponentialDecay, StepDecay
+from mlp.stopping import EarlyStopping
 
 __all__ = [
     "MLP",
     "SGD",
     "Adam",
     "Callback",
+    "CosineDecay",
     "DivergenceError",
+    "EarlyStopping",
+    "ExponentialDecay",
     "Optimizer",
     "ParameterError",
+    "StepDecay",
     "metrics",
+    "regularization",
+    "schedules",
 ]

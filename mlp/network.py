@@ -33,9 +33,11 @@ import numpy as np
 from mlp import activations as _activations
 from mlp import initializers as _initializers
 from mlp import losses as _losses
-from mlp import rules
+from mlp import regularization, rules
 from mlp.callbacks import Callback
 from mlp.optimizers import SGD, Optimizer
+from mlp.schedules import Schedule
+from mlp.stopping import EarlyStopping
 
 #: The floating-point types a network computes in (``MLP(dtype=...)``).
 DTYPES = ("float32", "float64")
@@ -287,7 +289,13 @@ class MLP:
         validation: tuple[Any, Any] | None = None,
         shuffle: bool = True,
         callbacks: Sequence[Callback] = (),
-    ) -> dict[str, list[float]]:
+        *,
+        schedule: Schedule | None = None,
+        dropout: float | Sequence[float] = 0.0,
+        input_dropout: float = 0.0,
+        max_norm: float | None = None,
+        early_stopping: EarlyStopping | None = None,
+    ) -> dict[str, Any]:
         """Mini-batch training; returns the per-epoch history.
 
         Each epoch visits every example once in ``S = ceil(N / batch_size)`` steps, the last batch
@@ -297,6 +305,19 @@ class MLP:
         (training wall time of the epoch) and, with ``validation=(X_val, y_val)``, ``val_loss``
         and ``val_accuracy``. The default optimiser is ``SGD(0.01)``. A non-finite batch loss
         raises :class:`DivergenceError`.
+
+        Options, all off by default (:mod:`mlp.schedules`, :mod:`mlp.regularization`,
+        :mod:`mlp.stopping`):
+
+        - ``schedule``: the learning rate of each epoch, ``optimizer.learning_rate`` times
+          ``schedule.factor(epoch, epochs)``, for any optimiser; history key ``learning_rate``.
+        - ``dropout``: inverted dropout on the hidden layers' outputs, one rate for all or one
+          per hidden layer; ``input_dropout`` on the inputs. Masks come from the network's
+          generator; only training steps drop units.
+        - ``max_norm``: after every step, incoming weight vectors longer than this are scaled
+          back to it.
+        - ``early_stopping``: an :class:`mlp.EarlyStopping` watching a validation metric (needs
+          ``validation``); history keys ``best_epoch``, ``stopped_epoch``, ``restored_best``.
         """
         epochs = rules.positive_int("epochs", epochs)
         batch_size = rules.positive_int("batch_size", batch_size)
@@ -305,28 +326,54 @@ class MLP:
         if validation is not None:
             validation = self._check_validation(validation)
         optimizer = optimizer if optimizer is not None else SGD(0.01)
-        trainer = _Trainer(self, X, y, batch_size, optimizer, shuffle)
+        rates = regularization.dropout_rates(len(self.layer_sizes) - 2, dropout, input_dropout)
+        if max_norm is not None:
+            max_norm = rules.positive("max_norm", max_norm)
+        if early_stopping is not None and validation is None:
+            raise ValueError("early_stopping watches a validation metric: pass validation=")
+        trainer = _Trainer(
+            self, X, y, batch_size, optimizer, shuffle, rates if any(rates) else None, max_norm
+        )
         callbacks = list(callbacks)
         batch_callbacks = [c for c in callbacks if _overrides(c, "on_batch_end")]
-        history: dict[str, list[float]] = {"epoch": [], "loss": [], "accuracy": [], "seconds": []}
+        history: dict[str, Any] = {"epoch": [], "loss": [], "accuracy": [], "seconds": []}
         if validation is not None:
             history["val_loss"], history["val_accuracy"] = [], []
+        if schedule is not None:
+            history["learning_rate"] = []
+        if early_stopping is not None:
+            early_stopping.begin()
 
         self.stop_training = False
         for cb in callbacks:
             cb.on_train_begin(self, trainer.info(epochs))
+        base_rate = optimizer.learning_rate
         # Overflow is detected through the loss (DivergenceError), not as warnings.
         with np.errstate(over="ignore", invalid="ignore"):
-            for epoch in range(1, epochs + 1):
-                for cb in callbacks:
-                    cb.on_epoch_begin(epoch)
-                logs = self._train_epoch(trainer, epoch, batch_callbacks, validation)
-                for key, value in logs.items():
-                    history[key].append(value)
-                for cb in callbacks:
-                    cb.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
+            try:
+                for epoch in range(1, epochs + 1):
+                    if schedule is not None:
+                        trainer.set_learning_rate(base_rate * schedule.factor(epoch, epochs))
+                    for cb in callbacks:
+                        cb.on_epoch_begin(epoch)
+                    logs = self._train_epoch(trainer, epoch, batch_callbacks, validation)
+                    if schedule is not None:
+                        logs["learning_rate"] = optimizer.learning_rate
+                    for key, value in logs.items():
+                        history[key].append(value)
+                    for cb in callbacks:
+                        cb.on_epoch_end(epoch, logs)
+                    if early_stopping is not None and early_stopping.update(
+                        epoch, logs, trainer.params
+                    ):
+                        self.stop_training = True
+                    if self.stop_training:
+                        break
+            finally:
+                if schedule is not None:
+                    trainer.set_learning_rate(base_rate)
+        if early_stopping is not None:
+            early_stopping.end(trainer.params, history)
         for cb in callbacks:
             cb.on_train_end(history)
         return history
@@ -613,6 +660,8 @@ class _Trainer:
         batch_size: int,
         optimizer: Optimizer,
         shuffle: bool,
+        dropout: list[float] | None = None,
+        max_norm: float | None = None,
     ):
         n, n_out = X.shape[0], net.layer_sizes[-1]
         self.net, self.X, self.n, self.shuffle = net, X, n, shuffle
@@ -623,13 +672,8 @@ class _Trainer:
         self.dW = [np.empty_like(W) for W in net.weights]
         self.db = [np.empty_like(b) for b in net.biases]
         self.grads = [*self.dW, *self.db]
-        # Plain SGD folds its learning rate into the output error: backpropagation then yields
-        # the updates themselves, and a step is one subtraction per parameter.
-        scale = optimizer._fold_scale()
-        if scale is None:
-            self.error_scale, self.update = 1.0, optimizer.step
-        else:
-            self.error_scale, self.update = scale, optimizer._step_scaled
+        self.optimizer = optimizer
+        self._choose_update()
 
         labels = y.ndim == 1
         self.targets = _losses.one_hot(y, n_out, net.dtype) if labels else y
@@ -648,6 +692,27 @@ class _Trainer:
         else:
             self.record = _LossRecord(n, batch_size, steps, self.loss)
 
+        # Regularisation (mlp.regularization), off unless asked for.
+        self.dropout = None
+        if dropout is not None:
+            last_size = n - (steps - 1) * batch_size
+            self.dropout = regularization.DropoutStep(net, dropout, batch_size, last_size)
+        self.max_norm = max_norm
+
+    def _choose_update(self) -> None:
+        # Plain SGD folds its learning rate into the output error: backpropagation then yields
+        # the updates themselves, and a step is one subtraction per parameter.
+        scale = self.optimizer._fold_scale()
+        if scale is None:
+            self.error_scale, self.update = 1.0, self.optimizer.step
+        else:
+            self.error_scale, self.update = scale, self.optimizer._step_scaled
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """The optimiser's rate from now on (a schedule's epoch rate)."""
+        self.optimizer.learning_rate = learning_rate
+        self._choose_update()
+
     def info(self, epochs: int) -> dict[str, int]:
         """What :meth:`Callback.on_train_begin` receives."""
         return {
@@ -664,6 +729,7 @@ class _Trainer:
         full_buffers, last_buffers, record = self.buffers, self.last_buffers, self.record
         loss, output_activation, error_scale = self.loss, self.output_activation, self.error_scale
         dW, db, update, params, grads = self.dW, self.db, self.update, self.params, self.grads
+        dropout, max_norm, weights = self.dropout, self.max_norm, net.weights
         order = self._epoch_order()
         record.begin(epoch, self.true_label)
         for step in range(self.steps):
@@ -678,11 +744,19 @@ class _Trainer:
                 idx = order[lo:hi]
                 Xb = X.take(idx, axis=0, out=buffers.X, mode="clip")
                 Tb = targets.take(idx, axis=0, out=buffers.T, mode="clip")
-            outputs = net._forward(Xb, buffers.activations)
+            if dropout is None:
+                outputs = net._forward(Xb, buffers.activations)
+            else:
+                outputs = dropout.forward(Xb, buffers.activations)
             record.batch(outputs[-1], Tb, lo, hi)
             delta = loss.output_delta(outputs[-1], Tb, output_activation, error_scale)
-            net._backward(outputs, delta, dW, db, buffers.errors, buffers.ones)
+            if dropout is None:
+                net._backward(outputs, delta, dW, db, buffers.errors, buffers.ones)
+            else:
+                dropout.backward(outputs, delta, dW, db, buffers.errors, buffers.ones)
             update(params, grads)
+            if max_norm is not None:
+                regularization.max_norm(weights, max_norm)
             if batch_callbacks:
                 mean_loss = record.batch_mean_loss(lo, hi)
                 for cb in batch_callbacks:

@@ -70,6 +70,13 @@ def positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def non_negative_int(name: str, value: Any) -> int:
+    """An integer ``>= 0`` (Python or NumPy integer; bools and integral floats are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ParameterError(name, value, "must be an integer >= 0")
+    return int(value)
+
+
 def one_of(name: str, value: Any, choices: Iterable[str]) -> str:
     """One of the strings ``choices`` (a registry's keys, say)."""
     choices = tuple(choices)

@@ -28,7 +28,15 @@ from mlp.initializers import INITIALIZERS
 from mlp.losses import LOSSES
 from mlp.rules import ParameterError
 from pipeline.errors import UsageError
-from pipeline.names import CONF_DIR, DEVICES, DTYPES, MNIST_COUNTS, OPTIMIZERS, PARAMS
+from pipeline.names import (
+    CONF_DIR,
+    DEVICES,
+    DTYPES,
+    MNIST_COUNTS,
+    OPTIMIZERS,
+    PARAMS,
+    SCHEDULES,
+)
 
 
 class ConfigError(UsageError, ValueError):
@@ -60,6 +68,9 @@ class ModelConfig:
     output_activation: str = "softmax"
     loss: str = "cross_entropy"
     init: str = "xavier_normal"
+    # Inverted dropout while training: the rate of every hidden layer's outputs, and of the inputs.
+    dropout: float = 0.0
+    input_dropout: float = 0.0
 
 
 @dataclass
@@ -75,12 +86,37 @@ class OptimizerConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """The learning rate per epoch (:mod:`mlp.schedules`); ``none``: constant."""
+
+    name: str = "none"
+    step_size: int = 10
+    gamma: float = 0.5
+    warmup_epochs: int = 0
+    final_fraction: float = 0.0
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when a validation metric stops improving (:class:`mlp.EarlyStopping`)."""
+
+    enabled: bool = False
+    monitor: str = "val_accuracy"
+    patience: int = 10
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 5
     batch_size: int = 32
     shuffle: bool = True
     dtype: str = "float32"
     blas_threads: int | None = None
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    max_norm: float | None = None
 
 
 @dataclass
@@ -157,6 +193,13 @@ def _check_values(cfg: Config) -> None:
     _check("train.dtype", rules.one_of, t.dtype, DTYPES)
     if t.blas_threads is not None:
         _check("train.blas_threads", rules.positive_int, t.blas_threads)
+    _check("train.schedule.name", rules.one_of, t.schedule.name, SCHEDULES)
+    if t.early_stopping.enabled and d.validation_size == 0:
+        _fail(
+            "train.early_stopping.enabled",
+            True,
+            "early stopping watches the validation split: needs data.validation_size > 0",
+        )
 
     _check("baseline.device", rules.one_of, cfg.baseline.device, DEVICES)
     if not cfg.tracking.experiment.strip():
@@ -170,22 +213,38 @@ _LIBRARY_KEYS = {
     "loss": "model.loss",
     "init": "model.init",
     "dtype": "train.dtype",
+    "dropout": "model.dropout",
+    "input_dropout": "model.input_dropout",
+    "max_norm": "train.max_norm",
 }
 
 
 def _check_buildable(cfg: Config) -> None:
-    """Build the configured network and optimiser once, so that every value the library would
-    refuse is refused here, before any run starts, named by its config key."""
-    from pipeline.training.build import build_model, build_optimizer
+    """Build the configured network, optimiser and training options once, so that every value
+    the library would refuse is refused here, before any run starts, named by its config key."""
+    from pipeline.training.build import (
+        build_early_stopping,
+        build_model,
+        build_optimizer,
+        build_schedule,
+        fit_options,
+    )
 
-    for section, build in (("optimizer", build_optimizer), ("model", build_model)):
+    for section, build in (
+        ("optimizer", build_optimizer),
+        ("model", build_model),
+        ("train.schedule", build_schedule),
+        ("train.early_stopping", build_early_stopping),
+        ("train", fit_options),
+    ):
         try:
             build(cfg)
         except ParameterError as exc:
             key = _LIBRARY_KEYS.get(exc.name, f"{section}.{exc.name}")
-            section_name, _, field_name = key.partition(".")
-            value = getattr(getattr(cfg, section_name), field_name, exc.value)
-            _fail(key, list(value) if isinstance(value, list) else value, exc.rule)
+            value = OmegaConf.select(OmegaConf.structured(cfg), key, default=exc.value)
+            if OmegaConf.is_config(value):
+                value = OmegaConf.to_container(value)
+            _fail(key, value, exc.rule)
         except ValueError as exc:
             raise ConfigError(f"invalid config: {section}: {exc}") from None
 

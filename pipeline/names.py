@@ -72,13 +72,19 @@ CURVES = {
     "val_loss": "val_loss",
     "val_accuracy": "val_accuracy",
     "seconds": "epoch_seconds",
+    "learning_rate": "learning_rate",
 }
+#: With early stopping: the epoch whose weights the model keeps, and the last epoch trained.
+BEST_EPOCH = "best_epoch"
+STOPPED_EPOCH = "stopped_epoch"
 
 # ---------------------------------------------------------------------------- choices
 #: ``optimizer.name``: plain SGD, SGD with (Nesterov) momentum, Adam.
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "gpu")
+#: ``train.schedule.name``: none, or a schedule of :mod:`mlp.schedules`.
+SCHEDULES = ("none", "step", "exponential", "cosine")
 #: Fields of ``optimizer`` that the named optimiser does not use: not logged as MLflow parameters
 #: (``sgd`` and ``momentum`` are both :class:`mlp.SGD`; ``adam`` is :class:`mlp.Adam`).
 OPTIMIZER_UNUSED = {

@@ -19,6 +19,7 @@ def write_params(path: Path = PARAMS_FILE, overrides: list[str] | None = None) -
     """Compose ``conf/`` with ``overrides`` and dump it to ``path``; validate the result."""
     from dvc.utils.hydra import compose_and_dump
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     compose_and_dump(path, str(CONF_DIR), None, "config", str(PROJECT_ROOT), overrides or [])
     load_params(path)  # an invalid composition stops here, naming the key
     return path

@@ -144,3 +144,18 @@ def test_missing_data_says_which_stage_to_run(project, config, capsys):
     params = write_params(project, config())
     assert baseline.main(["--params", str(params), "--data", str(project / "nope.npz")]) == 2
     assert "dvc repro preprocess" in capsys.readouterr().err
+
+
+def test_options_keras_cannot_reproduce_are_refused_before_any_run(project, config, capsys):
+    for override, named in (
+        ("model.dropout=0.5", "model.dropout"),
+        ("model.input_dropout=0.2", "model.input_dropout"),
+        ("train.early_stopping.enabled=true", "train.early_stopping.enabled"),
+    ):
+        cfg = config(override)
+        assert baseline.main(["--params", str(write_params(project, cfg))]) == 2
+        err = capsys.readouterr().err
+        assert named in err and "error:" in err and "Traceback" not in err
+        client = MlflowClient(cfg.tracking.uri)
+        assert client.get_experiment_by_name(cfg.tracking.experiment) is None  # no run started
+        assert not (project / "models/baseline.keras").exists()

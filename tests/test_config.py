@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from pipeline.config import ConfigError, compose, load_params, to_dict, validate
 from pipeline.params import write_params
-from pipeline.training.build import build_model, build_optimizer
+from pipeline.training.build import build_model, build_optimizer, fit_options
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,11 +82,83 @@ def test_overrides_reach_the_model():
         ("data.train_limit=0", r"data\.train_limit = 0"),
         ("seed=-1", r"seed = -1"),
         ("+train.epoch=3", r"train\.epoch: Key 'epoch' not in"),
+        ("model.dropout=1.0", r"model\.dropout = 1\.0: must be in \[0, 1\)"),
+        ("model.input_dropout=-0.1", r"model\.input_dropout = -0\.1: must be in \[0, 1\)"),
+        ("train.max_norm=0", r"train\.max_norm = 0\.0: must be a finite number > 0"),
+        ("train.schedule.name=linear", r"train\.schedule\.name = 'linear': must be one of none"),
+        (
+            "train.schedule.name=step train.schedule.gamma=1.5",
+            r"train\.schedule\.gamma = 1\.5: must be in \(0, 1\)",
+        ),
+        (
+            "train.schedule.name=step train.schedule.step_size=0",
+            r"train\.schedule\.step_size = 0: must be an integer >= 1",
+        ),
+        (
+            "train.schedule.name=cosine train.schedule.warmup_epochs=-1",
+            r"train\.schedule\.warmup_epochs = -1: must be an integer >= 0",
+        ),
+        (
+            "train.early_stopping.enabled=true train.early_stopping.patience=0",
+            r"train\.early_stopping\.patience = 0: must be an integer >= 1",
+        ),
+        (
+            "train.early_stopping.enabled=true train.early_stopping.monitor=loss",
+            r"train\.early_stopping\.monitor = 'loss': must be one of val_accuracy, val_loss",
+        ),
+        (
+            "train.early_stopping.enabled=true data.validation_size=0",
+            r"train\.early_stopping\.enabled = True: .*needs data\.validation_size > 0",
+        ),
     ],
 )
 def test_invalid_values_are_rejected_naming_key_value_and_rule(override, message):
     with pytest.raises(ConfigError, match=message):
-        validate(compose([override]))
+        validate(compose(override.split()))
+
+
+def test_training_options_reach_fit():
+    cfg = validate(
+        compose(
+            [
+                "model.dropout=0.5",
+                "model.input_dropout=0.2",
+                "train.max_norm=3.5",
+                "train.schedule.name=cosine",
+                "train.schedule.warmup_epochs=2",
+                "train.early_stopping.enabled=true",
+                "train.early_stopping.patience=4",
+            ]
+        )
+    )
+    options = fit_options(cfg)
+    assert (options["dropout"], options["input_dropout"], options["max_norm"]) == (0.5, 0.2, 3.5)
+    assert options["schedule"].config() == {
+        "name": "cosine",
+        "warmup_epochs": 2,
+        "final_fraction": 0.0,
+    }
+    assert options["early_stopping"].config() == {
+        "monitor": "val_accuracy",
+        "patience": 4,
+        "min_delta": 0.0,
+        "restore_best": True,
+    }
+    defaults = fit_options(validate(compose()))
+    assert defaults == {
+        "schedule": None,
+        "dropout": 0.0,
+        "input_dropout": 0.0,
+        "max_norm": None,
+        "early_stopping": None,
+    }
+
+
+@pytest.mark.parametrize("group", ["experiment=best", "hparams_search=mnist_optuna"])
+def test_ready_made_experiments_and_searches_compose_and_validate(group):
+    cfg = validate(compose([group]))
+    assert cfg.model.hidden_activation == "relu"
+    assert cfg.model.dropout > 0
 
 
 def test_load_params_validates_the_file(tmp_path):

@@ -184,3 +184,31 @@ def test_net_of_another_config_is_refused():
     other = build_model(config("model.hidden_sizes=[8]"), 784)
     with pytest.raises(ValueError, match="not the network of this config"):
         keras_model.build_keras_model(cfg, other)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ["train.schedule.name=step", "train.schedule.step_size=2", "train.schedule.gamma=0.3"],
+        ["train.schedule.name=cosine", "train.schedule.warmup_epochs=1"],
+    ],
+    ids=["step", "cosine"],
+)
+def test_schedule_and_max_norm_map_to_the_same_computation(data, schedule):
+    """A schedule becomes Keras's LearningRateScheduler with the same factors, max-norm its
+    MaxNorm constraint (whose epsilon shrinks columns by a relative 1e-7 a step: within the
+    float32 tolerance)."""
+    cfg = config(
+        "model.hidden_activation=relu",
+        "model.init=he_normal",
+        "optimizer=momentum",
+        "train.max_norm=0.6",
+        *schedule,
+    )
+    net, history = train_numpy(cfg, data)
+    model, keras_history = keras_model.train_keras(cfg, data, same_batches=True)
+    assert max(np.linalg.norm(W, axis=0).max() for W in net.weights) == pytest.approx(0.6, 1e-5)
+    assert keras_history["learning_rate"] == pytest.approx(history["learning_rate"], rel=1e-7)
+    assert len(set(history["learning_rate"])) > 2
+    assert max_weight_difference(net, model) <= TOLERANCE["float32"]
+    np.testing.assert_allclose(keras_history["loss"], history["loss"], rtol=LOSS_RTOL["float32"])

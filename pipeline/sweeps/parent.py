@@ -45,9 +45,9 @@ from pipeline.names import (
     SWEEP_REPORTS,
     TRAIN_SECONDS,
 )
-from pipeline.reporting import sweep_summary
+from pipeline.reporting import study, sweep_summary
 from pipeline.reporting.sweep_summary import FINISHED
-from pipeline.sweeps.points import plain_config
+from pipeline.sweeps.points import is_optuna, plain_config
 from pipeline.sweeps.state import SWEEP_FILE, sweep_dir_of
 
 log = logging.getLogger("pipeline.sweep")
@@ -86,6 +86,8 @@ class _OpenSweep:
     reports: Path
     name: str
     started: float
+    #: The searched keys when Optuna's sweeper drives the sweep (its study is summarised too).
+    search: list[str] | None = None
 
 
 # Keyed by sweep folder. Module state, not the callback's: Hydra pickles its callbacks along with
@@ -114,7 +116,8 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
     hc = config.hydra
     cwd = Path(hc.runtime.cwd)
     sweep_dir = sweep_dir_of(hc)
-    name = safe_name(OmegaConf.select(hc, "runtime.choices.sweep") or ADHOC)
+    choices = OmegaConf.select(hc, "runtime.choices") or {}
+    name = safe_name(choices.get("sweep") or choices.get("hparams_search") or ADHOC)
     base = validate(plain_config(config))
     data_path = require(cwd / PROCESSED, "preprocess")
     launcher = _check_launcher(hc)
@@ -144,7 +147,10 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
             f"as a version of `{REGISTERED_MODEL}`.",
         )
     )
-    _OPEN[sweep_dir] = _OpenSweep(stack, run, cwd / reports / name, name, time.perf_counter())
+    search = list(parent_config["sweep"]["grid"]) if is_optuna(hc) else None
+    _OPEN[sweep_dir] = _OpenSweep(
+        stack, run, cwd / reports / name, name, time.perf_counter(), search
+    )
     try:
         base_yaml = yaml.safe_dump(to_dict(base), sort_keys=False, default_flow_style=None)
         run.log_text(base_yaml, "base_config.yaml")
@@ -203,22 +209,25 @@ def _summarize(sweep_dir: Path, state: _OpenSweep, ended: str) -> int:
     best = sweep_summary.best_point(rows)
     registry = _register_best(state, best) if best is not None else {}
     files = sweep_summary.write_summary(rows, state.reports, state.name, registry)
+    if state.search is not None:  # an Optuna search: its trials over time, and importances
+        files += study.write_study(rows, state.reports, state.search, state.name)
     n = sweep_summary.counts(rows)
     metrics: dict[str, float] = {**n, "sweep_seconds": time.perf_counter() - state.started}
     if best is not None:  # under its children's names, so that the columns line up
         for key, column in _BEST_METRICS.items():
             if isinstance(best.get(key), (int, float)):
                 metrics[column] = float(best[key])
-        state.run.set_tags(
-            {
-                "best_run_id": best.get("run_id"),
-                "best_job": best.get("job"),
-                "best_overrides": " ".join(best.get("overrides", [])),
-                "best_architecture": sweep_summary.architecture(best),
-                "best_model_version": registry.get("model_version"),
-                "best_champion": registry.get("champion"),
-            }
-        )
+        tags = {
+            "best_run_id": best.get("run_id"),
+            "best_job": best.get("job"),
+            "best_overrides": " ".join(best.get("overrides", [])),
+            "best_architecture": sweep_summary.architecture(best),
+            "best_model_version": registry.get("model_version"),
+            "best_champion": registry.get("champion"),
+        }
+        if state.search is not None:
+            tags["best_trial"] = best.get("job")
+        state.run.set_tags({key: value for key, value in tags.items() if value is not None})
         state.run.describe(_description(state, best, registry))
     state.run.log_metrics(metrics)
     for path in files:

@@ -37,15 +37,34 @@ from pipeline.training.run import Outputs, train_and_record
 log = logging.getLogger("pipeline.sweep")
 
 MODEL_FILE = "model.npz"
+#: The class name of Hydra's Optuna sweeper (``hydra.sweeper._target_``).
+OPTUNA_SWEEPER = "OptunaSweeper"
 
 
-def run_point(cfg: DictConfig) -> dict[str, Any]:
-    """Hydra's task function: train the point ``cfg`` and return its row of the summary.
+def run_point(cfg: DictConfig) -> dict[str, Any] | float | None:
+    """Hydra's task function: train the point ``cfg`` and return its row of the summary, or,
+    when Optuna's sweeper drives the sweep, the objective it maximises: the point's validation
+    top-1 accuracy (``None`` for a failed point, which Optuna records as a failed trial).
 
     Never raises for a failed point (a diverged or invalid configuration, a missing file): the
     row, also written to ``<job dir>/result.json``, says ``status: FAILED``, why, and the exit
     code the failure stands for.
     """
+    row = _run(cfg)
+    if is_optuna(HydraConfig.get()):
+        return row.get("val_top1_accuracy") if row["status"] == FINISHED else None
+    return row
+
+
+def is_optuna(hydra_cfg: DictConfig) -> bool:
+    """Whether the sweep is driven by Hydra's Optuna sweeper (its task function must return
+    the objective)."""
+    target = str(OmegaConf.select(hydra_cfg, "sweeper._target_") or "")
+    return target.endswith(OPTUNA_SWEEPER)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
+    """Train the point; its row of the summary, also written to ``result.json``."""
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     cwd = Path(hc.runtime.cwd)
@@ -181,11 +200,12 @@ def _train_point(
         on_start=lambda run: row.update(run_id=run.id),
         **where,
     )
-    last = result.rows[-1]
+    # The validation metrics of the weights the model keeps (the best epoch's, when early
+    # stopping restored them).
     row.update(
         layer_sizes=list(result.model.layer_sizes),
-        val_top1_accuracy=last.get("val_accuracy"),
-        val_cross_entropy=last.get("val_loss"),
+        val_top1_accuracy=result.metrics.get("final_val_accuracy"),
+        val_cross_entropy=result.metrics.get("final_val_loss"),
         test_top1_accuracy=result.metrics["test_top1_accuracy"],
         test_cross_entropy=result.metrics["test_cross_entropy"],
         train_seconds=result.metrics["train_seconds"],

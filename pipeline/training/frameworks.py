@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from mlp import MLP, Callback
-from pipeline.training.build import build_model, build_optimizer
+from pipeline.training.build import build_model, build_optimizer, fit_options
 
 if TYPE_CHECKING:
     from pipeline.config import Config
@@ -94,6 +94,7 @@ def train_numpy(
             validation=data.validation,
             shuffle=cfg.train.shuffle,
             callbacks=callbacks,
+            **fit_options(cfg),
         )
     return net, history
 

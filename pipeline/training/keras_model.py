@@ -34,6 +34,17 @@ config                        Keras
                               float32 or all in float64)
 ``train.batch_size``,         :func:`batch_orders`: with ``baseline.same_batches`` the very
 ``train.shuffle``, ``seed``   batches :meth:`mlp.MLP.fit` draws, in the same order
+``train.schedule``            ``keras.callbacks.LearningRateScheduler`` with the factor of
+                              the same :mod:`mlp.schedules` object: the same rate per epoch
+``train.max_norm``            ``kernel_constraint=MaxNorm(max_norm, axis=0)`` (the incoming
+                              weight vectors, after every step); Keras divides by
+                              ``norm + 1e-7``, so its columns also shrink by a relative
+                              1e-7 per step where the NumPy MLP leaves them alone
+``model.dropout``,            refused (:func:`check_supported`): Keras's ``Dropout`` draws
+``model.input_dropout``       its own masks, so the two runs would no longer be the same
+                              computation
+``train.early_stopping``      refused: the baseline trains every configured epoch, so its
+                              time and metrics compare with a run of the same length
 ============================  ==========================================================
 
 Import this module before TensorFlow is imported anywhere: it sets ``TF_CPP_MIN_LOG_LEVEL=2``
@@ -66,7 +77,7 @@ from pipeline.data.dataset import Dataset
 from pipeline.errors import PipelineError, UsageError
 from pipeline.machine import cpu_description
 from pipeline.names import N_CLASSES
-from pipeline.training.build import build_model
+from pipeline.training.build import build_model, build_schedule
 from pipeline.training.frameworks import History
 
 log = logging.getLogger(__name__)
@@ -152,6 +163,26 @@ def floatx(dtype: str) -> Iterator[None]:
         keras.config.set_floatx(previous)
 
 
+# ---------------------------------------------------------------------------- what maps
+def check_supported(cfg: Config) -> None:
+    """Refuse, naming the keys, a configuration the baseline cannot train as the same
+    computation as the NumPy MLP (:class:`BaselineUnavailable`, before any run starts)."""
+    refused = []
+    if cfg.model.dropout or cfg.model.input_dropout:
+        refused.append(
+            f"model.dropout = {cfg.model.dropout}, model.input_dropout = "
+            f"{cfg.model.input_dropout} (Keras would draw other dropout masks)"
+        )
+    if cfg.train.early_stopping.enabled:
+        refused.append("train.early_stopping.enabled = true (the baseline trains every epoch)")
+    if refused:
+        raise BaselineUnavailable(
+            "the TensorFlow baseline trains the same computation as the NumPy MLP and cannot "
+            "with " + "; ".join(refused) + ". Run it with those off (e.g. -S model.dropout=0 "
+            "-S model.input_dropout=0 -S train.early_stopping.enabled=false)"
+        )
+
+
 # ---------------------------------------------------------------------------- the model
 @functools.cache
 def _sum_squared_error():
@@ -234,6 +265,8 @@ def build_keras_model(cfg: Config, net: MLP, *, compile: bool = True):
     dtype = cfg.train.dtype
     decay = cfg.optimizer.weight_decay
     regularizer = keras.regularizers.L2(decay / 2) if decay else None
+    max_norm = cfg.train.max_norm
+    constraint = keras.constraints.MaxNorm(max_norm, axis=0) if max_norm is not None else None
     inputs = keras.Input(shape=(net.layer_sizes[0],), dtype=dtype, name="pixels")
     x = inputs
     for layer, (units, activation) in enumerate(zip(sizes, activations, strict=True)):
@@ -241,6 +274,7 @@ def build_keras_model(cfg: Config, net: MLP, *, compile: bool = True):
             units,
             activation=activation,
             kernel_regularizer=regularizer,
+            kernel_constraint=constraint,
             dtype=dtype,
             name=f"dense_{layer}",
         )(x)
@@ -319,7 +353,9 @@ def _index_dataset(
 
 
 # ---------------------------------------------------------------------------- training
-def _keras_callbacks(keras, info: dict[str, int], callbacks: Sequence[Callback], model_ref):
+def _keras_callbacks(
+    keras, info: dict[str, int], callbacks: Sequence[Callback], model_ref, scheduled: bool
+):
     """A Keras callback that times each epoch's training (validation excluded) and hands each
     epoch's row, with :meth:`mlp.MLP.fit`'s history keys, to ``callbacks``."""
 
@@ -332,6 +368,8 @@ def _keras_callbacks(keras, info: dict[str, int], callbacks: Sequence[Callback],
                 "accuracy": [],
                 "seconds": [],
             }
+            if scheduled:
+                self.history["learning_rate"] = []
             self._start = 0.0
             self._seconds: float | None = None
 
@@ -363,6 +401,8 @@ def _keras_callbacks(keras, info: dict[str, int], callbacks: Sequence[Callback],
             if "val_loss" in logs:
                 row["val_loss"] = float(logs["val_loss"])
                 row["val_accuracy"] = float(logs["val_accuracy"])
+            if "learning_rate" in self.history:
+                row["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
             if not math.isfinite(row["loss"]):
                 raise BaselineError(
                     f"the TensorFlow baseline diverged: the training loss became {row['loss']} "
@@ -402,6 +442,7 @@ def train_keras(
     import keras
     import tensorflow as tf
 
+    check_supported(cfg)
     if net is None:
         net = build_model(cfg, data.X_train.shape[1])
     if same_batches is None:
@@ -435,13 +476,22 @@ def train_keras(
             "n_samples": n,
             "batch_size": batch_size,
         }
-        rows = _keras_callbacks(keras, info, callbacks, model)
+        schedule = build_schedule(cfg)
+        rows = _keras_callbacks(keras, info, callbacks, model, schedule is not None)
+        keras_callbacks = [rows]
+        if schedule is not None:
+            base_rate = cfg.optimizer.learning_rate
+
+            def rate(epoch: int, current: float) -> float:  # Keras counts epochs from 0
+                return base_rate * schedule.factor(epoch + 1, t.epochs)
+
+            keras_callbacks.insert(0, keras.callbacks.LearningRateScheduler(rate))
         model.fit(
             train,
             epochs=t.epochs,
             validation_data=validation,
             validation_batch_size=EVAL_BATCH_SIZE,
-            callbacks=[rows],
+            callbacks=keras_callbacks,
             shuffle=False,  # the index dataset does the shuffling
             verbose=0,
         )
@@ -498,6 +548,7 @@ class Keras:
         self.unit = "CPU"
 
     def prepare(self, cfg: Config) -> None:
+        check_supported(cfg)
         import_tensorflow(cfg.baseline.device)  # a missing GPU stops here
         self.unit = processing_unit(cfg.baseline.device)
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from mlp import metrics
-from pipeline.names import CURVES, TEST_METRIC_SOURCES, TRAIN_SECONDS
+from pipeline.names import BEST_EPOCH, CURVES, STOPPED_EPOCH, TEST_METRIC_SOURCES, TRAIN_SECONDS
 
-History = Mapping[str, Sequence[float]]
+History = Mapping[str, Any]
 
 
 def history_rows(history: History) -> list[dict[str, float]]:
@@ -23,11 +24,22 @@ def train_seconds(history: History) -> float:
     return float(sum(history["seconds"]))
 
 
+def model_epoch(history: History) -> int:
+    """The epoch whose weights the trained model holds: the best one when early stopping
+    restored it, else the last one trained (1-based)."""
+    if history.get("restored_best"):
+        return int(history[BEST_EPOCH])
+    return len(history["epoch"])
+
+
 def final_metrics(history: History) -> dict[str, float]:
-    """``train_seconds``, and the last epoch's row as ``final_train_loss``, ``final_val_loss``..."""
-    last = history_rows(history)[-1]
-    final = {f"final_{k}": v for k, v in last.items() if k not in ("epoch", "epoch_seconds")}
-    return {TRAIN_SECONDS: train_seconds(history), **final}
+    """``train_seconds``, and the row of the model's epoch (:func:`model_epoch`: the last one, or
+    the best one early stopping restored) as ``final_train_loss``, ``final_val_loss``...; with
+    early stopping also ``best_epoch`` and ``stopped_epoch``."""
+    row = history_rows(history)[model_epoch(history) - 1]
+    final = {f"final_{k}": v for k, v in row.items() if k not in ("epoch", "epoch_seconds")}
+    stopping = {k: int(history[k]) for k in (BEST_EPOCH, STOPPED_EPOCH) if k in history}
+    return {TRAIN_SECONDS: train_seconds(history), **final, **stopping}
 
 
 def metrics_on_test_set(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
