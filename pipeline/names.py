@@ -92,12 +92,22 @@ OPTIMIZER_UNUSED = {
     "momentum": ("beta1", "beta2", "epsilon"),
     "adam": ("momentum", "nesterov"),
 }
+#: Fields of ``train.schedule`` each schedule uses (the others are not logged as parameters).
+SCHEDULE_USED = {
+    "none": (),
+    "step": ("step_size", "gamma"),
+    "exponential": ("gamma",),
+    "cosine": ("warmup_epochs", "final_fraction"),
+}
+#: Fields of ``train.early_stopping`` logged only when it is enabled.
+EARLY_STOPPING_FIELDS = ("monitor", "patience", "min_delta", "restore_best")
 
 # ---------------------------------------------------------------------------- MLflow
 #: The config keys (and sections) a person varies between runs: a run's MLflow parameters. The
 #: rest of the config (mirrors, file digests, timeouts, tracking and baseline settings) is in
 #: the run's ``config.yaml`` and its tags. Of ``optimizer``, only the fields the chosen optimiser
-#: uses (:data:`OPTIMIZER_UNUSED`).
+#: uses (:data:`OPTIMIZER_UNUSED`); of ``train.schedule`` and ``train.early_stopping``, only the
+#: fields that act (:data:`SCHEDULE_USED`, :data:`EARLY_STOPPING_FIELDS`).
 PARAM_KEYS = ("seed", "model", "optimizer", "train", "data.validation_size", "data.train_limit")
 #: The name under which every training run logs its model, and the registered model that
 #: collects the versions; the alias that names the best model a sweep has found.

@@ -191,8 +191,11 @@ def test_the_registered_version_carries_validation_and_test_accuracy(trained):
 def test_parameters_are_the_knobs_and_no_metric_has_two_names(trained):
     run = MlflowClient(trained["uri"]).get_run(trained["run_id"])
     model = ("name", "hidden_sizes", "hidden_activation", "output_activation", "loss", "init")
+    model += ("dropout", "input_dropout")
     sgd = ("name", "learning_rate", "momentum", "nesterov", "weight_decay")  # no Adam fields
-    train = ("epochs", "batch_size", "shuffle", "dtype", "blas_threads")
+    train = ("epochs", "batch_size", "shuffle", "dtype", "blas_threads", "max_norm")
+    # no schedule fields without a schedule, no early-stopping settings while it is off
+    train += ("schedule.name", "early_stopping.enabled")
     assert set(run.data.params) == {
         "seed",
         "data.validation_size",

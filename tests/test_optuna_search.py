@@ -85,10 +85,10 @@ def test_optuna_search_trials_are_children_and_the_parent_records_the_best(proje
     assert len(children) == 4
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert parent.info.status == "FINISHED"
-    assert parent.data.params["sweep.name"] == "mnist_optuna"
+    assert parent.data.tags["sweep.name"] == "mnist_optuna"
     search = yaml.safe_load((CONF_DIR / "hparams_search/mnist_optuna.yaml").read_text())
     momentum = search["hydra"]["sweeper"]["params"]["optimizer.momentum"]
-    assert parent.data.params["sweep.grid.optimizer.momentum"] == momentum  # the search space
+    assert parent.data.params["optimizer.momentum"] == momentum  # the search space
 
     reports = project / "reports/sweep/mnist_optuna"
     with open(reports / "study.csv") as fh:

@@ -204,6 +204,24 @@ def test_knob_params_keep_what_a_person_varies():
     assert also["data.timeout"] == "30" and "optimizer.momentum" not in also
 
 
+def test_knob_params_keep_only_the_schedule_and_early_stopping_fields_that_act():
+    schedule = {"name": "step", "step_size": 2, "gamma": 0.5, "warmup_epochs": 0}
+    stopping = {"enabled": False, "monitor": "val_accuracy", "patience": 3, "min_delta": 0.0}
+    config = {"optimizer": {"name": "sgd"}, "train": {"schedule": schedule, "early_stopping": stopping}}
+    params = provenance.knob_params(config)
+    assert {k for k in params if k.startswith("train.")} == {
+        "train.schedule.name",
+        "train.schedule.step_size",
+        "train.schedule.gamma",
+        "train.early_stopping.enabled",
+    }
+    cosine = {"name": "cosine", "step_size": 2, "gamma": 0.5, "warmup_epochs": 3}
+    on = {**stopping, "enabled": True}
+    params = provenance.knob_params({**config, "train": {"schedule": cosine, "early_stopping": on}})
+    assert "train.schedule.warmup_epochs" in params and "train.schedule.gamma" not in params
+    assert params["train.early_stopping.patience"] == "3"
+
+
 def test_run_with_training_logs_params_metrics_tags_and_config(uri, store_dir):
     X, y = _data()
     digests = {"train_images": "0" * 64, "train_labels": "1" * 64}

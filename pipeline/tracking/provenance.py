@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.names import OPTIMIZER_UNUSED, PARAM_KEYS
+from pipeline.names import EARLY_STOPPING_FIELDS, OPTIMIZER_UNUSED, PARAM_KEYS, SCHEDULE_USED
 from pipeline.tracking.store import project_root
 
 #: Tags naming the process that runs a run (see :mod:`pipeline.tracking.reaper`).
@@ -39,14 +39,11 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def knob_params(config: Mapping[str, Any], also: Sequence[str] = ()) -> dict[str, str]:
     """The parameters of a run of ``config`` (a validated config as a nested dict): the keys of
-    :data:`pipeline.names.PARAM_KEYS`, and of ``optimizer`` only the fields the chosen optimiser
-    uses; plus the keys (or sections) ``also`` names, such as the keys a sweep varies (an
-    optimiser's unused fields stay out all the same)."""
+    :data:`pipeline.names.PARAM_KEYS`, and of ``optimizer``, ``train.schedule`` and
+    ``train.early_stopping`` only the fields that act; plus the keys (or sections) ``also`` names,
+    such as the keys a sweep varies (fields that do not act stay out all the same)."""
     flat = flatten(config)
-    unused = {
-        f"optimizer.{name}"
-        for name in OPTIMIZER_UNUSED.get(str(config.get("optimizer", {}).get("name")), ())
-    }
+    unused = _unused_fields(config)
 
     def chosen(key: str, prefixes: Sequence[str]) -> bool:
         return any(key == p or key.startswith(p + ".") for p in prefixes)
@@ -56,6 +53,21 @@ def knob_params(config: Mapping[str, Any], also: Sequence[str] = ()) -> dict[str
         for key, value in flat.items()
         if (chosen(key, PARAM_KEYS) or chosen(key, also)) and key not in unused
     }
+
+
+def _unused_fields(config: Mapping[str, Any]) -> set[str]:
+    """The flattened keys of ``config`` that its choices make inert: the chosen optimiser's unused
+    fields, the fields of schedules not chosen, early stopping's settings while it is off."""
+    optimizer = str(config.get("optimizer", {}).get("name"))
+    unused = {f"optimizer.{name}" for name in OPTIMIZER_UNUSED.get(optimizer, ())}
+    train = config.get("train", {})
+    schedule = train.get("schedule") or {}
+    used = SCHEDULE_USED.get(str(schedule.get("name")))
+    if used is not None:
+        unused |= {f"train.schedule.{k}" for k in schedule if k != "name" and k not in used}
+    if not (train.get("early_stopping") or {}).get("enabled", True):
+        unused |= {f"train.early_stopping.{k}" for k in EARLY_STOPPING_FIELDS}
+    return unused
 
 
 def _json_default(value: Any) -> Any:

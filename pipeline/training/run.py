@@ -7,10 +7,10 @@ earlier run first, so a run that fails or is interrupted leaves nothing that loo
 it writes them only once training has finished.
 
 What MLflow gets from a run: its knobs as parameters, the three parts of the split as datasets,
-the per-epoch curves, system metrics, ``train_seconds`` (and the ``test_*`` metrics when the test
-set is scored here), the model as an MLflow model named ``model`` with the last epoch's curves
+the per-epoch curves, system metrics, ``train_seconds``, with early stopping ``best_epoch`` and
+``stopped_epoch`` (and the ``test_*`` metrics when the test set is scored here), the model as an MLflow model named ``model`` with the last epoch's curves
 and the test metrics linked to it, and the reports as artifacts. The last epoch's numbers stay
-out of MLflow's metrics (they are the curves' last points) but are in ``metrics.json``, for
+out of MLflow's metrics (they are the curves' points) but are in ``metrics.json``, for
 ``dvc exp show``.
 """
 
@@ -28,6 +28,7 @@ from pipeline.config import Config
 from pipeline.data.dataset import Dataset, load_dataset
 from pipeline.files import write_history, write_json
 from pipeline.names import (
+    BEST_EPOCH,
     CURVES,
     CURVES_FILE,
     HISTORY_FILE,
@@ -38,13 +39,19 @@ from pipeline.names import (
     PROCESSED,
     REGISTERED_MODEL,
     RUN_FILE,
+    STOPPED_EPOCH,
     TEST_METRICS,
     TRAIN_SECONDS,
 )
 from pipeline.reporting import plots
 from pipeline.training.build import run_name
 from pipeline.training.frameworks import NUMPY, Framework
-from pipeline.training.results import final_metrics, history_rows, metrics_on_test_set
+from pipeline.training.results import (
+    final_metrics,
+    history_rows,
+    metrics_on_test_set,
+    model_epoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +201,17 @@ def train_and_record(
             link=[CURVES[key] for key in CURVES if key not in ("epoch", "seconds")],
         )
         run.log_metrics(
-            {key: measured[key] for key in (TRAIN_SECONDS, *TEST_METRICS) if key in measured},
+            {
+                key: measured[key]
+                for key in (TRAIN_SECONDS, BEST_EPOCH, STOPPED_EPOCH, *TEST_METRICS)
+                if key in measured
+            },
             model_id=model_id,
         )
         for path in written[1:]:
             run.log_file(path, "reports")
-        version = _register(cfg, run, model_id, rows[-1], name) if register else None
+        kept = rows[model_epoch(history) - 1]
+        version = _register(cfg, run, model_id, kept, name) if register else None
         if outputs.run_record:
             record = {
                 "run_id": run.id,
@@ -224,12 +236,12 @@ def describe(cfg: Config, framework: Framework, stage: str, n_train: int) -> str
     )
 
 
-def _register(cfg: Config, run: tracking.Run, model_id: str, last: dict, name: str) -> str:
-    """Register the run's model as a new version of ``mnist-mlp``, tagged with its validation
-    accuracy (``evaluate`` adds the test accuracy)."""
+def _register(cfg: Config, run: tracking.Run, model_id: str, kept: dict, name: str) -> str:
+    """Register the run's model as a new version of ``mnist-mlp``, tagged with the validation
+    accuracy of the epoch it holds (``evaluate`` adds the test accuracy)."""
     tags: dict[str, object] = {"origin": "train stage"}
-    if "val_accuracy" in last:
-        tags["val_top1_accuracy"] = round(float(last["val_accuracy"]), 6)
+    if "val_accuracy" in kept:
+        tags["val_top1_accuracy"] = round(float(kept["val_accuracy"]), 6)
     version = tracking.register_model(
         run.uri,
         run.id,
