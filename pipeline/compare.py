@@ -61,7 +61,7 @@ def run(
 def own_metrics(comparison: dict) -> dict[str, float]:
     """The comparison's ratios and verdicts; not the compared rows' numbers (their test metrics
     and training seconds), which the train and baseline runs hold under their own names."""
-    columns = [column for column, _, _ in QUALITY] + ["train_seconds"]
+    columns = [column for column, _, _ in QUALITY] + ["train_seconds", "other_processes_cores"]
     copies = {
         f"{row['key']}_{column}"
         for row in comparison["table"]
