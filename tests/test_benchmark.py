@@ -466,6 +466,39 @@ def test_a_busy_process_stops_when_the_benchmark_dies(tmp_path):
         pytest.fail("the busy process outlived the benchmark")
 
 
+def test_quick_contention_run_in_a_subprocess(tmp_path):
+    """The real thing, small: ours on auto, 1 and 2 threads, quiet and beside one busy process
+    the benchmark starts and stops itself."""
+    import psutil
+
+    out_dir = tmp_path / "reports"
+    process = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.bench", "--quick", "--synthetic",
+            "--configs", "a", "--peers", "none", "--repeats", "1", "--n-train", "200",
+            "--threads", "2", "--loads", "0,1", "--out-dir", str(out_dir), "--no-mlflow",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr
+    report = json.loads((out_dir / "benchmark.json").read_text())
+    entry = report["configs"]["a"]
+    assert report["settings"]["loads"] == [0, 1]
+    assert entry["loads"].keys() == {"0", "1"}
+    assert entry["threads"] == {"ours": 1, "ours-1": 1, "ours-all": 2}
+    for block in entry["loads"].values():
+        assert block["results"].keys() == {"ours", "ours-1", "ours-all"}
+        assert all(run["threads"] == entry["threads"][run["implementation"]]
+                   for run in block["runs"])  # fmt: skip
+    assert "with 1 busy background process(es):" in process.stdout
+    checks = {t["check"] for t in report["targets"]}
+    assert {"auto time / best fixed count, quiet", "auto time / best fixed count, 1 busy"} <= checks
+    assert "| mlp, 1 thread | 1 |" in (out_dir / "benchmark.md").read_text()
+    leftovers = [p for p in psutil.process_iter(["cmdline"])
+                 if "while os.getppid() == parent" in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+    assert leftovers == []
+
+
 def test_the_thread_counts_of_each_implementation():
     a, c = CONFIGS["a"], CONFIGS["c"]
     assert bench.thread_count("ours", a, 2) == 1  # the thread policy
