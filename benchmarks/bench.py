@@ -16,10 +16,12 @@ all of them. The order of the implementations alternates between repeats (ABC, C
 
 Contention: each configuration is measured quiet, then with 1 and with 2 busy background
 processes (--loads) that the benchmark starts before and stops after that block of runs, each
-a Python loop spinning on one core; the ratios compare implementations under the same load. Reported per
-configuration and implementation: median training seconds, samples per second, the median of
-peer time / our time, test top-1 accuracy, GFLOP/s of the matrix products and peak resident
-memory; and the machine's float32 sgemm peak, measured with NumPy, to compare (c) against.
+a Python loop spinning on one core; the ratios compare implementations under the same load.
+
+Reported per configuration, load and implementation: median training seconds, samples per
+second, the median of peer time / our time, test top-1 accuracy, GFLOP/s of the matrix products
+and peak resident memory; and the machine's float32 sgemm peak, measured with NumPy, to compare
+(c) against.
 
 Peers that are not installed (scikit-learn and PyTorch are the optional extra `bench`) are
 skipped, saying so. Writes reports/benchmark.json and reports/benchmark.md, prints the table,
@@ -507,9 +509,7 @@ def mlflow_metrics(report: dict) -> dict[str, float]:
         for prefix, results in blocks:
             for impl, row in results.items():
                 for key in keys:
-                    if row.get(key) is not None and not (
-                        impl == "ours" and key == "ratio_to_ours"
-                    ):
+                    if row.get(key) is not None and not (impl == "ours" and key == "ratio_to_ours"):
                         metrics[f"{name}.{prefix}{impl}.{key}"] = float(row[key])
     return metrics
 

@@ -267,9 +267,7 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
     "ours": Implementation("ours", "mlp (NumPy)", ("numpy",), ("numpy",), train_ours),
     # Ours with a fixed BLAS thread count instead of the thread policy (``ours``), to judge it.
     "ours-1": Implementation("ours-1", "mlp, 1 thread", ("numpy",), ("numpy",), train_ours),
-    "ours-all": Implementation(
-        "ours-all", "mlp, all threads", ("numpy",), ("numpy",), train_ours
-    ),
+    "ours-all": Implementation("ours-all", "mlp, all threads", ("numpy",), ("numpy",), train_ours),
     "bare": Implementation(
         "bare", "bare NumPy loop", ("numpy",), ("numpy",), train_bare_loop, bare_not_applicable
     ),

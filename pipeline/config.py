@@ -39,7 +39,6 @@ from pipeline.names import (
 )
 from pipeline.threads import AUTO
 
-
 #: What ``train.blas_threads`` may be.
 BLAS_THREADS_RULE = (
     "must be auto (the count follows the layer and batch sizes), an integer >= 1, "

@@ -95,9 +95,9 @@ def report(r: dict) -> str:
         lines.append(f"{package}: recorded {v['recorded']}, installed {v['installed']} [{mark}]")
     t = r["threads"]
     if t["recorded"] is not None:
-        mark = "ok" if t["recorded"] == t["here"] else (
-            f"DIFFERS: --write-params sets train.blas_threads: {t['recorded']}"
-        )
+        mark = "ok"
+        if t["recorded"] != t["here"]:
+            mark = f"DIFFERS: --write-params sets train.blas_threads: {t['recorded']}"
         lines.append(
             f"BLAS threads: recorded {t['recorded']}, train.blas_threads: {t['configured']} "
             f"gives {t['here']} here [{mark}]"

@@ -494,8 +494,10 @@ def test_quick_contention_run_in_a_subprocess(tmp_path):
     checks = {t["check"] for t in report["targets"]}
     assert {"auto time / best fixed count, quiet", "auto time / best fixed count, 1 busy"} <= checks
     assert "| mlp, 1 thread | 1 |" in (out_dir / "benchmark.md").read_text()
-    leftovers = [p for p in psutil.process_iter(["cmdline"])
-                 if "while os.getppid() == parent" in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+    spinning = "while os.getppid() == parent"
+    leftovers = [
+        p for p in psutil.process_iter(["cmdline"]) if spinning in " ".join(p.info["cmdline"] or [])
+    ]
     assert leftovers == []
 
 

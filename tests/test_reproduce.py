@@ -47,9 +47,7 @@ def test_unknown_run_is_a_clear_error(tmp_path, capsys):
     assert "cannot read run 0123456789abcdef" in capsys.readouterr().err
 
 
-def test_the_runs_blas_thread_count_is_compared_and_forced_where_it_would_differ(
-    project, capsys
-):
+def test_the_runs_blas_thread_count_is_compared_and_forced_where_it_would_differ(project, capsys):
     """A run trained on 2 BLAS threads (auto, on a two-core machine), reproduced where auto
     would pick 1 (a process limited to one thread): the report says so, --write-params forces
     the recorded 2, and the retraining gives the very same model bits."""

@@ -70,8 +70,11 @@ def test_each_thread_gets_at_least_its_share_of_work():
 
 
 def test_more_work_never_means_fewer_threads():
-    counts = [choose_threads([784, width, 10], batch, 8) for width in (16, 64, 256, 1024)
-              for batch in (32,)]
+    counts = [
+        choose_threads([784, width, 10], batch, 8)
+        for width in (16, 64, 256, 1024)
+        for batch in (32,)
+    ]
     assert counts == sorted(counts)
     counts = [choose_threads([784, 256, 10], batch, 8) for batch in (1, 16, 64, 256, 1024)]
     assert counts == sorted(counts)
@@ -116,8 +119,9 @@ def test_training_runs_with_the_count_it_records(project_data):
         cfg = validate(compose([override, "train.epochs=1"]))
         train_numpy(cfg, project_data, [Probe()])
         assert seen[-1] == int(NUMPY.tags(cfg)["blas.threads"]) == 1
-    wide = validate(compose(["model.hidden_sizes=[1024]", "train.batch_size=256",
-                             "train.epochs=1"]))
+    wide = validate(
+        compose(["model.hidden_sizes=[1024]", "train.batch_size=256", "train.epochs=1"])
+    )
     train_numpy(wide, project_data, [Probe()])
     assert seen[-1] == int(NUMPY.tags(wide)["blas.threads"]) == min(2, blas_pool())
 

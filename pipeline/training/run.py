@@ -8,11 +8,12 @@ it writes them only once training has finished.
 
 What MLflow gets from a run: its knobs as parameters, the three parts of the split as datasets,
 the per-epoch curves, system metrics, ``train_seconds``, the cores other processes kept busy
-meanwhile (``other_processes_cores``), with early stopping ``best_epoch`` and
-``stopped_epoch`` (and the ``test_*`` metrics when the test set is scored here), the model as an MLflow model named ``model`` with the last epoch's curves
-and the test metrics linked to it, and the reports as artifacts. The last epoch's numbers stay
-out of MLflow's metrics (they are the curves' points) but are in ``metrics.json``, for
-``dvc exp show``.
+meanwhile (``other_processes_cores``), with early stopping ``best_epoch`` and ``stopped_epoch``
+(and the ``test_*`` metrics when the test set is scored here), the model as an MLflow model
+named ``model`` with the last epoch's curves and the test metrics linked to it, the BLAS threads
+of the training as the tag ``blas.threads``, and the reports as artifacts. The last epoch's
+numbers stay out of MLflow's metrics (they are the curves' points) but are in ``metrics.json``,
+for ``dvc exp show``.
 """
 
 from __future__ import annotations
