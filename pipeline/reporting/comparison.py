@@ -290,8 +290,8 @@ def speed_line(comparison: Mapping[str, Any]) -> str:
             f"**The machine was busy: these times are not a speed comparison.** Other processes "
             f"kept {ours['other_processes_cores']:.2f} cores busy on average while this NumPy MLP "
             f"trained ({ours_time}) and {tf['other_processes_cores']:.2f} while TensorFlow/Keras "
-            f"trained ({tf_time}), on {tf['processing_unit']}; a multithreaded training can "
-            "take many times as long on a busy machine, and the two did not meet the same load. "
+            f"trained ({tf_time}), on {tf['processing_unit']}; on a busy machine a training can "
+            "take many times as long, by how much depends on the moment and on its threads. "
             "Run `dvc repro --force train baseline` again on a quiet machine, or `make bench`, "
             f"to compare speed. Even so, this NumPy MLP trained {references}."
         )
