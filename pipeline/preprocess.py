@@ -2,8 +2,8 @@
 
 Flattens each image to 784 float32 features in [0, 1] and carves a seeded, stratified validation
 split of ``data.validation_size`` training images (:mod:`pipeline.data.mnist`). Reads
-``data.split_seed`` (not the training ``seed``: the split belongs to the data), ``data.validation_size``
-and the file names of ``data.files``.
+``data.split_seed`` (not the training ``seed``: the split belongs to the data),
+``data.validation_size`` and the file names of ``data.files``.
 """
 
 from __future__ import annotations

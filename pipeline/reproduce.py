@@ -52,8 +52,8 @@ def recipe(
         name: {"recorded": digest, "local": local.get(name)}
         for name, digest in recorded_digests.items()
     }
-    processed = Path(processed) if processed is not None else Path(summary).with_name(
-        PROCESSED.name
+    processed = (
+        Path(processed) if processed is not None else Path(summary).with_name(PROCESSED.name)
     )
     split = {"recorded": tags.get(SPLIT_TAG), "local": processed_digest(processed)}
     return {
@@ -70,7 +70,8 @@ def recipe(
 
 def _same(pair: dict, mine: str) -> bool:
     """Both sides known and equal."""
-    return pair["recorded"] is not None and pair[mine] is not None and pair["recorded"] == pair[mine]
+    recorded, other = pair["recorded"], pair[mine]
+    return recorded is not None and other is not None and recorded == other
 
 
 def differences(r: dict) -> list[str]:
@@ -117,8 +118,9 @@ def report(r: dict) -> str:
     lines.append("")
     found = differences(r)
     if found:
-        lines.append(f"NOT reproducible as it stands: {len(found)} check(s) not ok: "
-                     + "; ".join(found))
+        lines.append(
+            f"NOT reproducible as it stands: {len(found)} check(s) not ok: " + "; ".join(found)
+        )
     else:
         lines.append("every recorded check is ok: this checkout should give the run's bits")
     return "\n".join(lines)

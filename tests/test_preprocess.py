@@ -217,7 +217,10 @@ def test_main(raw, tmp_path, monkeypatch):
     other = write_params(tmp_path, files, validation_size=5, split_seed=2, seed=1)
     again = tmp_path / "again"
     assert pre.main(["--params", str(other), "--raw", str(raw_dir), "--out", str(again)]) == 0
-    assert json.loads((again / "summary.json").read_text())["split_sha256"] == summary["split_sha256"]
+    assert (
+        json.loads((again / "summary.json").read_text())["split_sha256"]
+        == (summary["split_sha256"])
+    )
     assert summary["shapes"]["X_train"] == [45, 784]
 
 

@@ -55,7 +55,7 @@ def wait_until(condition, process: subprocess.Popen, what: str, timeout: float =
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
-            out, err = process.communicate()
+            _, err = process.communicate()
             pytest.fail(f"the sweep ended before {what}: {process.returncode}\n{err[-3000:]}")
         assert time.monotonic() < deadline, f"never: {what}"
         time.sleep(0.2)
@@ -85,7 +85,7 @@ def test_two_sweeps_started_at_once_share_nothing(project):
         assert process.returncode == 0, err[-3000:]
         assert "already active" not in err
 
-    client, parents, children = runs(project)
+    _, parents, children = runs(project)
     assert len(parents) == 2 and len(children) == 4
     folders = {p.data.tags["sweep.dir"] for p in parents}
     assert len(folders) == 2, folders  # not one shared multirun/<date>/<time>
@@ -137,13 +137,13 @@ def test_a_worker_killed_from_outside_fails_only_its_point(project):
     wait_until(lambda: child_training(project, 0), process, "point 0 trained an epoch")
     note = json.loads((project / "multirun/.points/0.json").read_text())
     os.kill(note["pid"], signal.SIGKILL)
-    out, err = process.communicate(timeout=900)
+    _, err = process.communicate(timeout=900)
     assert process.returncode == 0, err[-3000:]
 
     result = json.loads((project / "multirun/0/result.json").read_text())
     assert result["status"] == "FAILED" and result["worker_died"]
     assert f"pid {note['pid']}" in result["reason"] and "killed from outside" in result["reason"]
-    client, parents, children = runs(project)
+    _, parents, children = runs(project)
     (parent,) = parents
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["points"] == 4
@@ -204,7 +204,7 @@ def test_an_interrupted_sweep_keeps_the_last_complete_summary(project):
     )  # fmt: skip
     wait_until(lambda: child_training(project, 0), process, "point 0 trained an epoch")
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=300)
+    _, err = process.communicate(timeout=300)
     assert process.returncode == 130, err[-3000:]
     assert summary.read_text() == "the last complete sweep\n"
     assert (project / "multirun/summary/summary.md").exists()

@@ -14,7 +14,8 @@ Outputs (in ``data/processed/``, each written atomically):
     a choice of rows, not a shuffle); the test images keep the order of the test file.
 ``summary.json``
     ``split_seed``, ``validation_size``, ``split_sha256`` (:func:`split_digest` of the arrays in
-    ``mnist.npz``: what every run records and ``pipeline.reproduce`` compares), ``dtype``, ``label_dtype``, ``scaling``, ``shapes``
+    ``mnist.npz``: what every run records and ``pipeline.reproduce`` compares), ``dtype``,
+    ``label_dtype``, ``scaling``, ``shapes``
     (array name -> shape), ``class_counts`` (split -> digit -> count), ``sources`` (file key ->
     filename and SHA-256 of its decompressed bytes) and ``sha256`` (the same digests keyed by the
     decompressed file name, as in the mirror's SHA256SUMS: ``train-images-idx3-ubyte -> hex``).

@@ -145,8 +145,10 @@ def _check_folder_is_ours(cwd: Path, sweep_dir: Path) -> None:
         other = {}
     if isinstance(other, dict) and str(other.get(PID_TAG)) != str(os.getpid()):
         tags = {k: str(other[k]) for k in (HOST_TAG, PID_TAG, STARTED_TAG) if k in other}
-        if tags and stale_reason(tags, socket.gethostname()) is None and (
-            tags.get(HOST_TAG) == socket.gethostname()
+        if (
+            tags
+            and stale_reason(tags, socket.gethostname()) is None
+            and (tags.get(HOST_TAG) == socket.gethostname())
         ):
             raise ConfigError(
                 f"hydra.sweep.dir={sweep_dir}: another sweep (pid {tags.get(PID_TAG)}, MLflow run "
@@ -337,8 +339,8 @@ def _summarize(sweep_dir: Path, state: _OpenSweep, ended: str) -> int:
 
 def _end_dead_points(state: _OpenSweep, rows: list[dict[str, Any]]) -> None:
     """Points whose worker process died (their row, written by the launcher, says
-    ``worker_died`` and has the worker's pid but no run): their child run, left RUNNING, ends FAILED with the row's reason; runs that other dead
-    workers left RUNNING end KILLED."""
+    ``worker_died`` and has the worker's pid but no run): their child run, left RUNNING, ends
+    FAILED with the row's reason; runs that other dead workers left RUNNING end KILLED."""
     dead = {
         str(row["pid"]): str(row.get("reason"))
         for row in rows
