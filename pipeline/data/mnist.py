@@ -146,7 +146,7 @@ def split_digest(arrays: Mapping[str, np.ndarray]) -> str:
     for name in sorted(arrays):
         array = np.ascontiguousarray(arrays[name])
         sha.update(f"{name}:{array.dtype.str}{array.shape};".encode())
-        sha.update(memoryview(array).cast("B"))
+        sha.update(array.reshape(-1).view(np.uint8).data)  # no copy; empty arrays too
     return sha.hexdigest()
 
 
