@@ -8,10 +8,10 @@ whole sweep stopped, and nothing said which point had died. :class:`JoblibLaunch
 
 - each point notes, before it starts, which worker runs it (``<sweep dir>/.points/<job>.json``:
   the worker's pid, the job folder, what the summary needs of its config);
-- loky's own kills of the bystanders are noted as they happen, so after a crash the points whose
-  worker died *not* at loky's hand are known: each ends FAILED, with the worker's pid, its exit
-  code and the reason written to its ``result.json`` (and to its child run by the sweep's parent,
-  :func:`pipeline.sweeps.parent.finish_sweep`);
+- when loky kills its workers after a crash, which of them were already dead (and their exit
+  codes) is noted, so the points whose worker died first are known: each ends FAILED, with the
+  worker's pid, how it died and why in its ``result.json`` (and in its child run, ended by the
+  sweep's parent: :func:`pipeline.sweeps.parent.finish_sweep`);
 - the points the crash stopped as bystanders, and those not started yet, run again on a fresh
   pool, until every point has either finished or failed.
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
+import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -81,14 +81,14 @@ class JoblibLauncher(HydraJoblibLauncher):
                 (sweep_dir / POINTS_DIR / f"{num}.json").unlink(missing_ok=True)
             done = len(results)
             try:
-                with _bystanders_noted() as bystanders:
+                with _workers_noted() as workers:
                     for num, ret in self._run(settings, pending, jobs, sweep_dir):
                         results[num] = ret
             except Exception as exc:
                 if type(exc).__name__ != "TerminatedWorkerError":
                     raise
                 unfinished = [num for num in pending if num not in results]
-                dead = _died_from_outside(sweep_dir, unfinished, bystanders)
+                dead = _died_from_outside(sweep_dir, unfinished, workers)
                 log.error("a worker process died: %s", _one_line(exc))
                 if not dead:
                     stalled = 0 if len(results) > done else stalled + 1
@@ -139,14 +139,14 @@ class JoblibLauncher(HydraJoblibLauncher):
 
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        pid = note.get("pid")
-        codes = re.search(r"exit codes of the workers are (\{[^}]*\})", str(exc))
+        pid, code = note.get("pid"), note.get("exit_code")
+        how = _exit(code) if code is not None else "died"
         reason = (
             f"WorkerDied: the worker process running this point (pid {pid}) was killed from "
-            f"outside{' with exit code ' + codes.group(1) if codes else ''}, as the "
-            "out-of-memory killer or `kill -9` does; the other points went on"
+            f"outside ({how}), as the out-of-memory killer or `kill -9` does; the other points "
+            "went on"
             if pid is not None
-            else f"WorkerDied: a worker process died before this point could run: {_one_line(exc)}"
+            else f"WorkerDied: a worker process died before this point could end: {_one_line(exc)}"
         )
         log.error("point #%d %s failed: %s", num, " ".join(overrides), reason)
         row = {
@@ -238,14 +238,16 @@ def _note(sweep_dir: Path, num: int) -> dict[str, Any]:
 
 
 def _died_from_outside(
-    sweep_dir: Path, unfinished: list[int], bystanders: set[int]
+    sweep_dir: Path, unfinished: list[int], workers: dict[int, int | None]
 ) -> dict[int, dict[str, Any]]:
-    """The unfinished points that had started in a worker that loky did not kill itself."""
+    """The unfinished points that had started in a worker that was already dead when loky
+    killed the others (with its exit code in ``exit_code``)."""
     dead = {}
     for num in unfinished:
         note = _note(sweep_dir, num)
-        if note.get("pid") is not None and note["pid"] not in bystanders:
-            dead[num] = note
+        pid = note.get("pid")
+        if pid is not None and pid in workers and workers[pid] is not None:
+            dead[num] = {**note, "exit_code": workers[pid]}
     return dead
 
 
@@ -253,25 +255,39 @@ _LOCK = threading.Lock()
 
 
 @contextmanager
-def _bystanders_noted() -> Iterator[set[int]]:
-    """The pids of the workers loky kills itself once a worker has died (it kills the others:
-    they are bystanders, not the cause), noted while the block runs."""
+def _workers_noted() -> Iterator[dict[int, int | None]]:
+    """What loky's kills found once a worker had died (it then kills every worker): pid ->
+    ``None`` for a worker still alive, a bystander; pid -> exit code for one already dead."""
     from joblib.externals.loky import process_executor
 
-    killed: set[int] = set()
+    found: dict[int, int | None] = {}
     original: Callable[..., Any] = process_executor.kill_process_tree
 
     def noting(process: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(process, "pid", None) is not None:
-            killed.add(process.pid)
+        pid = getattr(process, "pid", None)
+        if pid is not None:
+            try:
+                found[pid] = process.exitcode  # None while it runs
+            except Exception:
+                found[pid] = None
         return original(process, *args, **kwargs)
 
     with _LOCK:
         process_executor.kill_process_tree = noting
         try:
-            yield killed
+            yield found
         finally:
             process_executor.kill_process_tree = original
+
+
+def _exit(code: int) -> str:
+    """A process's exit code in words: ``-9`` -> ``"signal SIGKILL"``."""
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit status {code}"
 
 
 def _one_line(exc: BaseException) -> str:
