@@ -32,9 +32,11 @@ from pipeline.sweeps.points import run_point
 DEFAULT_CHOICES = {"hydra/launcher": "local", "hydra/callbacks": "sweep", "hydra/help": "sweep"}
 
 
-#: Hydra's default sweep folder, plus the process id: two sweeps started in the same second (the
-#: resolution of Hydra's default, ``multirun/<date>/<HH-MM-SS>``) never share a folder.
+#: Hydra's default sweep folder (and run folder, without ``--multirun``), plus the process id:
+#: two sweeps started in the same second (the resolution of Hydra's default,
+#: ``multirun/<date>/<HH-MM-SS>``) never share a folder.
 SWEEP_DIR = "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}-{pid}"
+RUN_DIR = "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}-{pid}"
 
 
 def _overrides(argv: list[str]) -> list[str] | None:
@@ -50,15 +52,18 @@ def _overrides(argv: list[str]) -> list[str] | None:
 
 def with_default_choices(argv: list[str], *, own_sweep_dir: bool = False) -> list[str]:
     """``argv`` plus :data:`DEFAULT_CHOICES` for the groups it does not choose itself (and,
-    with ``own_sweep_dir``, ``hydra.sweep.dir=`` :data:`SWEEP_DIR` unless it sets the folder),
+    with ``own_sweep_dir``, ``hydra.sweep.dir`` :data:`SWEEP_DIR` and ``hydra.run.dir``
+    :data:`RUN_DIR` unless it sets them),
     placed next to its other overrides (Hydra wants them in one run)."""
     overrides = _overrides(argv)
     if overrides is None:
         return argv
     chosen = {override_key(o) for o in overrides}
     extra = [f"{group}={name}" for group, name in DEFAULT_CHOICES.items() if group not in chosen]
-    if own_sweep_dir and "hydra.sweep.dir" not in chosen:
-        extra.append("hydra.sweep.dir=" + SWEEP_DIR.replace("{pid}", str(os.getpid())))
+    if own_sweep_dir:
+        for key, folder in (("hydra.sweep.dir", SWEEP_DIR), ("hydra.run.dir", RUN_DIR)):
+            if key not in chosen:
+                extra.append(f"{key}=" + folder.replace("{pid}", str(os.getpid())))
     if not overrides:
         return [*extra, *argv]
     first = argv.index(overrides[0])

@@ -102,6 +102,17 @@ def test_two_sweeps_started_at_once_share_nothing(project):
         assert {r["run_id"] for r in results} == {c.info.run_id for c in mine}
 
 
+def test_each_sweep_gets_a_folder_of_its_own_unless_the_command_line_names_one():
+    from pipeline import sweep
+
+    argv = sweep.with_default_choices(["--multirun", "seed=0,1"], own_sweep_dir=True)
+    pid = os.getpid()
+    assert f"hydra.sweep.dir=multirun/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}-{pid}" in argv
+    assert f"hydra.run.dir=outputs/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}-{pid}" in argv
+    named = sweep.with_default_choices(["-m", "seed=0,1", "hydra.sweep.dir=x"], own_sweep_dir=True)
+    assert [a for a in named if a.startswith("hydra.sweep.dir=")] == ["hydra.sweep.dir=x"]
+
+
 def test_a_folder_another_live_sweep_writes_into_is_refused(project):
     """``hydra.sweep.dir`` given twice on purpose: the second sweep stops before any point."""
     folder = project / "multirun/shared"
@@ -109,7 +120,7 @@ def test_a_folder_another_live_sweep_writes_into_is_refused(project):
     from pipeline.tracking.provenance import process_tags
 
     # This test's process stands for a sweep still running in that folder.
-    (folder / "sweep.json").write_text(json.dumps({"parent_run_id": "other", **process_tags()}))
+    (folder / ".owner.json").write_text(json.dumps(process_tags()))
     result = run_module(
         "pipeline.sweep", "--multirun", "optimizer.learning_rate=0.01,0.1", "train.epochs=1",
         f"hydra.sweep.dir={folder}", cwd=project, env=sweep_env(project),

@@ -22,7 +22,6 @@ import importlib
 import json
 import logging
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -136,31 +135,51 @@ def _dvc_outputs_within(cwd: Path, folder: Path) -> list[str]:
     ]
 
 
+#: The file that claims a sweep folder for one sweep: its process (host, pid, start time).
+OWNER_FILE = ".owner.json"
+
+
 def _check_folder_is_ours(cwd: Path, sweep_dir: Path) -> None:
-    """Refuse a sweep folder that another live sweep writes into, or that a DVC stage owns
-    (unless DVC runs this sweep): concurrent sweeps share nothing they write."""
-    try:
-        other = json.loads((sweep_dir / SWEEP_FILE).read_text())
-    except (OSError, ValueError):
-        other = {}
-    if isinstance(other, dict) and str(other.get(PID_TAG)) != str(os.getpid()):
-        tags = {k: str(other[k]) for k in (HOST_TAG, PID_TAG, STARTED_TAG) if k in other}
-        if (
-            tags
-            and stale_reason(tags, socket.gethostname()) is None
-            and (tags.get(HOST_TAG) == socket.gethostname())
-        ):
-            raise ConfigError(
-                f"hydra.sweep.dir={sweep_dir}: another sweep (pid {tags.get(PID_TAG)}, MLflow run "
-                f"{other.get('parent_run_id')}) is writing into this folder; choose another one "
-                "(or leave hydra.sweep.dir out: each sweep gets its own)"
-            )
+    """Refuse a sweep folder that a DVC stage owns, unless DVC runs this sweep."""
     owned = _dvc_outputs_within(cwd, sweep_dir)
     if owned and not os.environ.get(DVC_STAGE):
         raise ConfigError(
             f"hydra.sweep.dir={sweep_dir}: {owned[0]} is an output of a DVC stage; run "
             "`dvc repro` for it, or choose another folder"
         )
+
+
+def _claim_folder(sweep_dir: Path) -> None:
+    """Claim ``sweep_dir`` for this process (``.owner.json``, created exclusively), or refuse it
+    when another live sweep of this host holds it: concurrent sweeps share nothing they write.
+    A claim whose process is gone is taken over."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    mine = tracking_process_tags()
+    path = sweep_dir / OWNER_FILE
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                other = json.loads(path.read_text())
+            except (OSError, ValueError):
+                other = {}
+            tags = {k: str(other[k]) for k in (HOST_TAG, PID_TAG, STARTED_TAG) if k in other}
+            alive = (
+                tags.get(HOST_TAG) == mine[HOST_TAG] and stale_reason(tags, mine[HOST_TAG]) is None
+            )
+            if alive and tags.get(PID_TAG) != mine[PID_TAG]:
+                raise ConfigError(
+                    f"hydra.sweep.dir={sweep_dir}: another sweep (pid {tags.get(PID_TAG)}) is "
+                    "writing into this folder; choose another one (or leave hydra.sweep.dir "
+                    "out: each sweep gets its own)"
+                ) from None
+            path.unlink(missing_ok=True)  # a dead sweep's claim (or our own): take it over
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(mine, fh)
+        return
+    raise ConfigError(f"hydra.sweep.dir={sweep_dir}: another sweep claimed it at the same time")
 
 
 def _reports_dir(cwd: Path, reports: Path, sweep_dir: Path) -> Path:
@@ -194,6 +213,7 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
     _check_folder_is_ours(cwd, sweep_dir)
     reports_dir = _reports_dir(cwd, Path(reports) / name, sweep_dir)
     launcher = _check_launcher(hc)
+    _claim_folder(sweep_dir)
     overrides = " ".join(hc.overrides.task)
     grid = _grid(hc)
     parent_config = {
@@ -233,7 +253,6 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
                 "tracking_uri": run.uri,
                 "experiment": base.tracking.experiment,
                 "name": name,
-                **tracking_process_tags(),
             },
         )
     except BaseException as exc:
