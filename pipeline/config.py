@@ -64,6 +64,7 @@ class DataConfig:
     retries: int = 3
     backoff: float = 1.0
     validation_size: int = 5000
+    split_seed: int = 0
     train_limit: int | None = None
 
 
@@ -170,6 +171,8 @@ def _check_values(cfg: Config) -> None:
 
     d = cfg.data
     train_images = MNIST_COUNTS["train"]
+    if d.split_seed < 0:
+        _fail("data.split_seed", d.split_seed, "must be an integer >= 0")
     if not 0 <= d.validation_size < train_images:
         _fail("data.validation_size", d.validation_size, f"must be in [0, {train_images})")
     if d.train_limit is not None:

@@ -113,7 +113,15 @@ EARLY_STOPPING_FIELDS = ("monitor", "patience", "min_delta", "restore_best")
 #: the run's ``config.yaml`` and its tags. Of ``optimizer``, only the fields the chosen optimiser
 #: uses (:data:`OPTIMIZER_UNUSED`); of ``train.schedule`` and ``train.early_stopping``, only the
 #: fields that act (:data:`SCHEDULE_USED`, :data:`EARLY_STOPPING_FIELDS`).
-PARAM_KEYS = ("seed", "model", "optimizer", "train", "data.validation_size", "data.train_limit")
+PARAM_KEYS = (
+    "seed",
+    "model",
+    "optimizer",
+    "train",
+    "data.validation_size",
+    "data.split_seed",
+    "data.train_limit",
+)
 #: The name under which every training run logs its model, and the registered model that
 #: collects the versions; the alias that names the best model a sweep has found.
 MODEL_ARTIFACT = "model"

@@ -27,7 +27,7 @@ from typing import Any
 from mlp import Callback
 from pipeline import tracking
 from pipeline.config import Config
-from pipeline.data.dataset import Dataset, load_dataset
+from pipeline.data.dataset import Dataset, check_split, load_dataset
 from pipeline.files import write_history, write_json
 from pipeline.machine import BUSY_CORES, LoadMeter
 from pipeline.names import (
@@ -144,6 +144,7 @@ def train_and_record(
     source = _display(data if not isinstance(data, Dataset) else PROCESSED)
     if not isinstance(data, Dataset):
         data = load_dataset(data, cfg.data.train_limit)
+    check_split(cfg.data, data.split, source)
     framework.prepare(cfg)
     name = run_name(cfg) if framework is NUMPY else f"{framework.name} {run_name(cfg)}"
     framework_tags = framework.tags(cfg)
@@ -155,7 +156,7 @@ def train_and_record(
         uri=uri,
         data_digests=data.digests,
         parent_run_id=parent_run_id,
-        tags={**framework_tags, **(tags or {})},
+        tags={**framework_tags, **split_tags(data), **(tags or {})},
         param_keys=param_keys,
         description=describe(cfg, framework, stage, len(data.y_train)),
         system_metrics=True,
@@ -239,6 +240,17 @@ def train_and_record(
             written.append(write_json(outputs.run_json, record))
     log.info("trained in %.2f s; model written to %s", measured["train_seconds"], outputs.model)
     return RunResult(run.id, measured, rows, model, written, model_id, version)
+
+
+#: The tag with the SHA-256 of the processed split a run trained on (``pipeline.reproduce``
+#: compares it with the local ``data/processed``).
+SPLIT_TAG = "data.split.sha256"
+
+
+def split_tags(data: Dataset) -> dict[str, str]:
+    """The processed split a run trains on: its digest, and the settings that made it."""
+    tags = {SPLIT_TAG: data.split_digest} if data.split_digest else {}
+    return {**tags, **{f"data.split.{key}": str(v) for key, v in data.split.items()}}
 
 
 def describe(cfg: Config, framework: Framework, stage: str, n_train: int) -> str:
