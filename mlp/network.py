@@ -469,7 +469,7 @@ class MLP:
                 return cls._from_arrays(path, data)
         except (ModelFileError, FileNotFoundError, IsADirectoryError, PermissionError):
             raise
-        except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure is a bad file
+        except Exception as exc:
             reason = str(exc).splitlines()[0] if str(exc) else ""
             raise ModelFileError(
                 path, f"cannot be read as a saved MLP ({type(exc).__name__}: {reason})"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import stat
 
 import numpy as np
@@ -403,7 +403,9 @@ def test_every_single_bit_flip_loads_the_same_network_or_is_refused(tmp_path):
             outcomes["refused"] += 1
             continue
         assert loaded.config() == net.config()
-        for p, q in zip((*loaded.weights, *loaded.biases), (*net.weights, *net.biases), strict=True):
+        for p, q in zip(
+            (*loaded.weights, *loaded.biases), (*net.weights, *net.biases), strict=True
+        ):
             assert np.array_equal(p, q), f"flip at byte {position} changed the weights silently"
         outcomes["same"] += 1
     assert outcomes["refused"] > len(positions) // 2

@@ -24,6 +24,7 @@ from helpers.idx import (
     image_indices,
     write_fake_mnist,
 )
+from helpers.project import full_params
 
 N_TRAIN, N_TEST = 50, 20
 TINY = {"train": N_TRAIN, "test": N_TEST}
@@ -196,7 +197,7 @@ def test_corrupt_input_is_an_idx_error(raw, tmp_path):
 def write_params(tmp_path, files, validation_size=10, seed=0):
     params = tmp_path / "params.yaml"
     data = {"files": files, "validation_size": validation_size, "train_limit": None}
-    params.write_text(yaml.safe_dump({"seed": seed, "data": data}))
+    params.write_text(yaml.safe_dump(full_params(seed=seed, data=data)))
     return params
 
 

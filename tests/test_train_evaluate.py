@@ -6,13 +6,14 @@ import csv
 import json
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from mlp import MLP, DivergenceError
 from pipeline import evaluate, train
 from pipeline.config import compose, validate
 
-from helpers.project import model_files
+from helpers.project import full_params, model_files
 
 
 def config(project, *overrides):
@@ -98,7 +99,7 @@ def test_diverging_run_writes_no_model_and_is_marked_failed(project):
 
 
 def test_train_main_reports_a_bad_config_without_a_traceback(project, capsys):
-    (project / "params.yaml").write_text("train:\n  epochs: 0\n")
+    (project / "params.yaml").write_text(yaml.safe_dump(full_params(train={"epochs": 0})))
     assert train.main(["--params", str(project / "params.yaml")]) == 2
     err = capsys.readouterr().err
     assert "train.epochs = 0" in err
