@@ -96,6 +96,15 @@ def run(
         note = f"\n{failed}" if failed and code == FAILED else ""
         print(f"error: {exc}{note}", file=sys.stderr)
         return code
+    except Exception as exc:
+        # The tracking store failed during the work (a server that went away, a database that
+        # turned read-only): one line naming it. The module is only looked at if it was loaded.
+        store = sys.modules.get("pipeline.tracking.store")
+        problem = store.store_failure(exc) if store is not None else None
+        if problem is None:
+            raise
+        print(f"error: {problem}; check it, then run the command again", file=sys.stderr)
+        return FAILED
     return OK
 
 

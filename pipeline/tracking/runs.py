@@ -43,6 +43,7 @@ from pipeline.tracking.store import (
     project_root,
     resolve_tracking_uri,
     store_client,
+    store_failure,
     use_store,
     with_retry,
 )
@@ -406,15 +407,18 @@ def _terminate(client: MlflowClient, run_id: str, status: str) -> None:
 def _end_after_error(client: MlflowClient, run_id: str, status: str, exc: BaseException) -> None:
     """Record how the run ended. Never raises: the run's own error matters more."""
     tags = _failure_tags(exc) if status != "FINISHED" else {}
+    # When the store itself failed, it will not record the ending either: the command's own
+    # error line says so, and the next command that opens the store ends the run KILLED.
+    level = logging.DEBUG if store_failure(exc) else logging.WARNING
     try:
         if tags:
             with_retry(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     except Exception as err:
-        logger.warning("could not tag MLflow run %s: %s", run_id, err)
+        logger.log(level, "could not tag MLflow run %s: %s", run_id, err)
     try:
         _terminate(client, run_id, status)
     except Exception as err:
-        logger.warning("could not end MLflow run %s as %s: %s", run_id, status, err)
+        logger.log(level, "could not end MLflow run %s as %s: %s", run_id, status, err)
 
 
 # ---------------------------------------------------------------------------- reading
