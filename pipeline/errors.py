@@ -61,6 +61,7 @@ _STARTED_BY = os.getppid()
 #: Linux's ``prctl`` option: the signal this process receives when its parent ends.
 _PR_SET_PDEATHSIG = 1
 _watching = False
+_terminating = False
 
 
 def parent_gone() -> bool:
@@ -74,14 +75,23 @@ def install_sigterm_handler() -> bool:
     main thread, where Python cannot install signal handlers."""
 
     def _raise(signum: int, frame: Any) -> None:
+        global _terminating
+        # Once: a second SIGTERM (the kernel's on the parent's end, then the watcher's; a
+        # supervisor that repeats itself) must not interrupt the ending of the open run, or
+        # MLflow's exit hook would end it FINISHED.
+        if _terminating:
+            return
+        _terminating = True
         if parent_gone():
             raise Terminated(signum, f"the process that started it (pid {_STARTED_BY}) ended")
         raise Terminated(signum)
 
+    global _terminating
     try:
         signal.signal(signal.SIGTERM, _raise)
     except ValueError:
         return False
+    _terminating = False
     return True
 
 

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from helpers.data import write_split
-from helpers.project import command_env, runs_of, train_command, wait_for_an_epoch, write_params
+from helpers.project import (
+    command_env,
+    runs_of,
+    train_command,
+    training_in_progress,
+    wait_for_an_epoch,
+    write_params,
+)
 
 DVC = Path(sys.executable).with_name("dvc")
 
@@ -184,3 +191,24 @@ def test_a_process_whose_parent_is_already_gone_does_not_start():
     )
     assert result.returncode == 128 + signal.SIGTERM, result.stderr
     assert "started" not in result.stdout
+
+
+def test_a_second_sigterm_does_not_interrupt_the_ending_of_the_run(tmp_path, store_uri):
+    """The kernel's SIGTERM on the parent's end and the watcher's, or a supervisor that
+    repeats itself: the run still ends KILLED (a second Terminated raised while the run was
+    being ended left it to MLflow's exit hook, which ended it FINISHED)."""
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    with training_in_progress(tmp_path, store_uri, **pipes) as process:
+        # Signals of one kind do not queue: keep sending while the process ends its run.
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.01)
+        _, stderr = process.communicate(timeout=60)
+    # 143 from the command, or -15 when a signal lands after Python restored the default
+    # handlers on its way out: terminated either way.
+    assert process.returncode in (128 + signal.SIGTERM, -signal.SIGTERM), stderr
+    assert b"Traceback" not in stderr, stderr
+    (run,) = runs_of(store_uri)
+    assert run.info.status == "KILLED"
+    assert not (tmp_path / "models/model.npz").exists()
