@@ -104,11 +104,14 @@ def stop_with_parent(poll_seconds: float = 0.5) -> bool:
     On Linux the kernel sends SIGTERM when the parent ends (``prctl(PR_SET_PDEATHSIG)``); a
     daemon thread also checks every ``poll_seconds`` whether this process was re-parented, which
     covers other systems and a parent that ended before the ``prctl`` call. Installs the SIGTERM
-    handler; returns False (and does nothing) outside the main thread."""
+    handler; returns False (and watches nothing) outside the main thread, or when SIGHUP is
+    ignored: the process was started with ``nohup`` to outlive its terminal on purpose."""
     global _watching
     if threading.current_thread() is not threading.main_thread():
         return False
     if not install_sigterm_handler():
+        return False
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
         return False
     if sys.platform.startswith("linux"):
         try:

@@ -28,6 +28,12 @@ from helpers.project import (
 DVC = Path(sys.executable).with_name("dvc")
 
 
+def _default_sighup() -> None:
+    """In the child: SIGHUP as a terminal leaves it, whatever this test runs under (under
+    ``nohup`` a command deliberately outlives its parent)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie has ended: it only waits for its parent to reap it)."""
     try:
@@ -93,6 +99,7 @@ def test_a_training_stops_as_killed_when_the_shell_that_started_it_dies(tmp_path
         ["sh", "-c", f"{shlex.join(train_command(tmp_path))} 2> {tmp_path / 'stderr'}; echo done"],
         env=command_env(uri),
         stdout=subprocess.DEVNULL,
+        preexec_fn=_default_sighup,
     )
     try:
         training = _training_pid(shell.pid)
@@ -131,6 +138,7 @@ def test_killing_dvc_repro_with_sigkill_stops_the_stage(tmp_path, store_uri):
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=_default_sighup,
     )
     try:
         training = _training_pid(dvc.pid)
@@ -145,7 +153,12 @@ def test_killing_dvc_repro_with_sigkill_stops_the_stage(tmp_path, store_uri):
 
 def _python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", code], env=command_env(), capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code],
+        env=command_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_default_sighup,
     )
 
 
@@ -160,6 +173,20 @@ def test_the_kernel_is_asked_to_send_sigterm_when_the_parent_ends():
         "print(sig.value == signal.SIGTERM)\n"
     )
     assert result.stdout.strip() == "True", result.stderr
+
+
+def test_nohup_keeps_a_process_that_should_outlive_its_terminal():
+    """``nohup python -m pipeline.train ... &`` and closing the terminal: kept on purpose."""
+    result = _python(
+        "import ctypes, signal\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup does\n"
+        "import pipeline.errors as errors\n"
+        "print(errors.stop_with_parent())\n"
+        "sig = ctypes.c_int()\n"
+        "ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG\n"
+        "print(sig.value)\n"
+    )
+    assert result.stdout.split() == ["False", "0"], result.stderr
 
 
 def test_a_process_whose_parent_changed_stops_as_terminated():
