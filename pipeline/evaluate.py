@@ -68,6 +68,10 @@ def run(
         net = MLP.load(model)
     except ModelFileError as exc:
         raise InputError(f"{exc}: rerun `dvc repro train`") from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # a folder, no permission, an I/O error
+        raise InputError(f"{model} cannot be read: {exc.strerror or exc}") from None
     split = load_dataset(data)
     result, files = write_evaluation(
         net.forward(split.X_test), split.y_test, train_reports, reports, metrics

@@ -233,3 +233,14 @@ def test_a_damaged_split_is_an_input_error(project):
     with pytest.raises(InputError) as info:
         load_dataset(data)
     assert isinstance(info.value, ValueError)
+
+
+def test_a_folder_given_as_the_split_or_the_model_is_one_line(project, capsys):
+    params = write_params(project)
+    folder = project / "a-folder"
+    folder.mkdir()
+    assert train.main(["--params", str(params), "--data", str(folder)]) == 2
+    _one_error_line(capsys.readouterr().err, f"{folder} cannot be read: Is a directory")
+    assert evaluate.main(["--params", str(params), "--model", str(folder)]) == 2
+    _one_error_line(capsys.readouterr().err, f"{folder} cannot be read: Is a directory")
+    _nothing_started(project)

@@ -56,8 +56,10 @@ def load_dataset(path: str | Path = PROCESSED, train_limit: int | None = None) -
         _check_split(arrays)
     except _Damaged as exc:
         raise InputError(f"{path} is not an intact preprocessed split: {exc}{_RERUN}") from None
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
+    except FileNotFoundError:
         raise
+    except OSError as exc:  # a folder, no permission, an I/O error
+        raise InputError(f"{path} cannot be read: {exc.strerror or exc}{_RERUN}") from None
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else ""
         raise InputError(
