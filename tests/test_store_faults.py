@@ -142,6 +142,22 @@ def test_a_tracking_server_that_dies_mid_run_is_one_line_and_leaves_no_outputs(t
     _no_outputs(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("ftp://example.org/store", "MLflow does not know the scheme 'ftp'"),
+        ("file:///{tmp}/mlruns", "cannot be used: The filesystem tracking backend"),
+        ("postgresql+nosuchdriver://u@127.0.0.1:1/db", "cannot be used"),
+    ],
+)
+def test_a_store_mlflow_cannot_use_is_one_line_before_any_training(small_project, uri, message):
+    uri = uri.format(tmp=small_project)
+    result = _train(small_project, uri)
+    assert result.returncode == 2, result.stderr
+    _one_error_line(result.stderr, "the MLflow store ", message)
+    _no_outputs(small_project)
+
+
 def test_store_failure_recognises_store_errors_only():
     import sqlite3
 

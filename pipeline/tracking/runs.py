@@ -36,7 +36,9 @@ from pipeline.tracking.portable import relocate_artifacts
 from pipeline.tracking.provenance import config_yaml, flatten, knob_params, run_tags
 from pipeline.tracking.reaper import reap_stale_runs
 from pipeline.tracking.store import (
+    StoreError,
     TrackingError,
+    check_store_scheme,
     check_tracking_server,
     experiment_id,
     is_locked,
@@ -306,11 +308,25 @@ def open_store(uri: str | None = None) -> tuple[str, MlflowClient]:
     moved (:func:`pipeline.tracking.portable.relocate_artifacts`), and runs left RUNNING by a
     dead process of this host end KILLED (:func:`pipeline.tracking.reaper.reap_stale_runs`)."""
     resolved = resolve_tracking_uri(uri)
+    check_store_scheme(resolved)
     check_tracking_server(resolved)
     use_store(resolved)
-    client = store_client(resolved)
-    relocate_artifacts(resolved)
-    reap_stale_runs(client)
+    try:
+        client = store_client(resolved)
+        relocate_artifacts(resolved)
+        reap_stale_runs(client)
+    except StoreError:
+        raise
+    except ImportError as exc:  # a database driver that is not installed
+        raise StoreError(
+            f"the MLflow store {resolved} needs the Python package {exc.name!r}, which is not "
+            "installed: install it into the environment, or use another store"
+        ) from None
+    except Exception as exc:  # MLflow refuses the store: nothing was started yet
+        problem = store_failure(exc)
+        if problem is None:
+            raise
+        raise StoreError(problem.replace(" failed: ", " cannot be used: ", 1)) from None
     return resolved, client
 
 

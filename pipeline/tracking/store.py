@@ -93,6 +93,26 @@ def check_sqlite_file(path: Path) -> None:
             )
 
 
+#: The URI schemes MLflow can track runs and register models in (a database driver may follow
+#: a ``+``, as in ``postgresql+psycopg2``).
+STORE_SCHEMES = (
+    "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc",
+    "uc", "file",
+)  # fmt: skip
+
+
+def check_store_scheme(uri: str) -> None:
+    """Refuse a tracking URI MLflow cannot use, before any work (it would fail only when the
+    model is registered, after the training)."""
+    scheme = uri.partition("://")[0].partition("+")[0].lower() if "://" in uri else "file"
+    if scheme not in STORE_SCHEMES:
+        raise StoreError(
+            f"the MLflow store {uri} cannot be used: MLflow does not know the scheme "
+            f"{scheme!r} (it knows {', '.join(STORE_SCHEMES)}); set MLFLOW_TRACKING_URI or "
+            "tracking.uri to sqlite:///<file> or http(s)://<server>"
+        )
+
+
 def store_failure(exc: BaseException) -> str | None:
     """One line saying that the store failed, when ``exc`` comes from the store or the way to
     it (MLflow, SQLAlchemy, SQLite, HTTP); ``None`` for anything else."""
