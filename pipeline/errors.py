@@ -82,6 +82,14 @@ def install_sigterm_handler() -> bool:
         if _terminating:
             return
         _terminating = True
+        if _watching:
+            # The kernel signals when the thread that started this process exits: with the
+            # parent killed, its other threads may still be ending. Wait a moment for it, to
+            # say why this process stops.
+            for _ in range(50):
+                if parent_gone():
+                    break
+                time.sleep(0.01)
         if parent_gone():
             raise Terminated(signum, f"the process that started it (pid {_STARTED_BY}) ended")
         raise Terminated(signum)
