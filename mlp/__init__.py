@@ -5,7 +5,7 @@ Imports NumPy only. See ``mlp.network`` for the math and its notation.
 
 from mlp import metrics, regularization, schedules
 from mlp.callbacks import Callback
-from mlp.network import MLP, DivergenceError
+from mlp.network import MLP, DivergenceError, ModelFileError
 from mlp.optimizers import SGD, Adam, Optimizer
 from mlp.rules import ParameterError
 from mlp.schedules import CosineDecay, ExponentialDecay, StepDecay
@@ -20,6 +20,7 @@ __all__ = [
     "DivergenceError",
     "EarlyStopping",
     "ExponentialDecay",
+    "ModelFileError",
     "Optimizer",
     "ParameterError",
     "StepDecay",

@@ -45,19 +45,43 @@ _FORMAT_VERSION = 1
 
 
 class DivergenceError(FloatingPointError):
-    """Training produced a non-finite loss. ``epoch`` and ``step`` are 1-based."""
+    """Training blew up: a non-finite loss, or weights or activations that are no longer finite
+    or have grown beyond :func:`overflow_limit`. ``epoch`` and ``step`` are 1-based; ``loss`` is
+    the loss when it was the cause, else the epoch's (finite) loss; ``reason`` says what
+    happened."""
 
-    def __init__(self, epoch: int, step: int, steps_per_epoch: int, loss: float):
+    def __init__(
+        self, epoch: int, step: int, steps_per_epoch: int, loss: float, reason: str | None = None
+    ):
         self.epoch, self.step, self.steps_per_epoch, self.loss = epoch, step, steps_per_epoch, loss
+        self.reason = reason if reason is not None else f"the loss became {loss}"
         FloatingPointError.__init__(
             self,
-            f"training diverged: the loss became {loss} at epoch {epoch}, step {step} of "
+            f"training diverged: {self.reason} at epoch {epoch}, step {step} of "
             f"{steps_per_epoch}; the weights are no longer usable. Try a smaller learning rate, "
             "another initialisation, or inputs scaled to a small range.",
         )
 
     def __reduce__(self):  # picklable, so it can cross process boundaries (parallel sweeps)
-        return (type(self), (self.epoch, self.step, self.steps_per_epoch, self.loss))
+        return (type(self), (self.epoch, self.step, self.steps_per_epoch, self.loss, self.reason))
+
+
+def overflow_limit(dtype: Any) -> float:
+    """The largest magnitude a weight or activation may reach before training counts as
+    diverged: ``1 / eps`` of ``dtype`` (2**23 for float32, 2**52 for float64), where the spacing
+    of the floating-point numbers reaches 1 and a step no longer moves a weight by its size."""
+    return float(1.0 / np.finfo(dtype).eps)
+
+
+def _largest_magnitude(arrays: Sequence[np.ndarray]) -> float:
+    """max |x| over ``arrays`` (NaN if any holds a NaN), without a temporary array."""
+    largest = 0.0
+    for a in arrays:
+        if a.size:
+            largest = max(largest, abs(float(a.max())), abs(float(a.min())))
+            if largest != largest:
+                return largest
+    return largest
 
 
 class MLP:
@@ -430,36 +454,80 @@ class MLP:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> MLP:
-        """Rebuild a network written by :meth:`save` (read with ``allow_pickle=False``)."""
-        with np.load(path, allow_pickle=False) as data:
-            if "config" not in data.files:
-                raise ValueError(f"{path} is not a saved MLP: it has no 'config' entry")
-            meta = json.loads(str(data["config"]))
-            version = meta.pop("format_version", None)
-            if version != _FORMAT_VERSION:
-                raise ValueError(
-                    f"{path} has format version {version!r}; this version of mlp reads "
-                    f"{_FORMAT_VERSION}"
-                )
-            known = {"layer_sizes", "activations", "loss", "init", "seed", "dtype"}
-            unknown = sorted(set(meta) - known)
-            if unknown:
-                raise ValueError(
-                    f"{path}: its config has keys this version does not know: {unknown}"
-                )
+        """Rebuild a network written by :meth:`save` (read with ``allow_pickle=False``).
+
+        A file that is not such a network (truncated, damaged, another kind of file, missing or
+        misshapen arrays, a config this version does not know, non-finite weights) raises
+        :class:`ModelFileError`, which names the file and what is wrong with it. A missing file
+        raises ``FileNotFoundError``.
+        """
+        try:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ModelFileError(path, "is a single .npy array, not a saved MLP (.npz)")
+            with data:
+                return cls._from_arrays(path, data)
+        except (ModelFileError, FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else ""
+            raise ModelFileError(
+                path, f"cannot be read as a saved MLP ({type(exc).__name__}: {reason})"
+            ) from exc
+
+    @classmethod
+    def _from_arrays(cls, path: str | os.PathLike, data: Any) -> MLP:
+        if "config" not in data.files:
+            raise ModelFileError(path, "is not a saved MLP: it has no 'config' entry")
+        meta = json.loads(str(data["config"]))
+        if not isinstance(meta, dict):
+            raise ModelFileError(path, f"its config is a {type(meta).__name__}, not a mapping")
+        version = meta.pop("format_version", None)
+        if version != _FORMAT_VERSION:
+            raise ModelFileError(
+                path,
+                f"has format version {version!r}; this version of mlp reads {_FORMAT_VERSION}",
+            )
+        known = {"layer_sizes", "activations", "loss", "init", "seed", "dtype"}
+        unknown = sorted(set(meta) - known)
+        if unknown:
+            raise ModelFileError(path, f"its config has keys this version does not know: {unknown}")
+        try:
             net = cls(**meta)
-            for i in range(len(net.weights)):
-                for name, target in ((f"W{i}", net.weights[i]), (f"b{i}", net.biases[i])):
-                    if name not in data.files:
-                        raise ValueError(f"{path} lacks the array {name!r}")
-                    array = data[name]
-                    if array.shape != target.shape:
-                        raise ValueError(
-                            f"{path}: {name} has shape {array.shape}, the config says "
-                            f"{target.shape}"
-                        )
-                    target[...] = array
+        except (ValueError, TypeError) as exc:
+            raise ModelFileError(path, f"its config is invalid: {exc}") from exc
+        for i in range(len(net.weights)):
+            for name, target in ((f"W{i}", net.weights[i]), (f"b{i}", net.biases[i])):
+                if name not in data.files:
+                    raise ModelFileError(path, f"lacks the array {name!r}")
+                array = data[name]
+                if array.shape != target.shape:
+                    raise ModelFileError(
+                        path, f"{name} has shape {array.shape}, the config says {target.shape}"
+                    )
+                if array.dtype != target.dtype:
+                    raise ModelFileError(
+                        path, f"{name} holds {array.dtype}, the config says {target.dtype}"
+                    )
+                if not np.isfinite(array).all():
+                    bad = int(np.count_nonzero(~np.isfinite(array)))
+                    raise ModelFileError(
+                        path, f"{name} holds {bad} non-finite value(s) (NaN or inf)"
+                    )
+                target[...] = array
         return net
+
+
+class ModelFileError(ValueError):
+    """:meth:`MLP.load` could not rebuild a network from a file. Attributes: ``path`` (the file)
+    and ``reason`` (what is wrong); ``str(error)`` reads ``"{path}: {reason}"``."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path, self.reason = os.fspath(path), reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # picklable with its attributes
+        return (type(self), (self.path, self.reason))
 
 
 def _dtype_name(dtype: Any) -> Any:
@@ -761,7 +829,28 @@ class _Trainer:
                 mean_loss = record.batch_mean_loss(lo, hi)
                 for cb in batch_callbacks:
                     cb.on_batch_end(epoch, step + 1, mean_loss)
+        self._check_blown_up(epoch, outputs)
         return record.epoch_loss(), record.epoch_accuracy()
+
+    def _check_blown_up(self, epoch: int, outputs: Sequence[np.ndarray]) -> None:
+        """Raise :class:`DivergenceError` when, after ``epoch``, a weight or bias, or an
+        activation of the epoch's last batch, is not finite or larger than
+        :func:`overflow_limit`: a network that blew up while its clipped loss stayed finite."""
+        limit = overflow_limit(self.net.dtype)
+        for what, arrays in (
+            ("the weights", self.params),
+            ("the activations", outputs[1:]),
+        ):
+            largest = _largest_magnitude(arrays)
+            if not largest <= limit:  # NaN included
+                size = "non-finite" if not math.isfinite(largest) else f"{largest:.3g}"
+                raise DivergenceError(
+                    epoch,
+                    self.steps,
+                    self.steps,
+                    self.record.epoch_loss(),
+                    f"{what} reached {size} (beyond {limit:.3g}, the limit for {self.net.dtype})",
+                )
 
     def _epoch_order(self) -> np.ndarray | None:
         """This epoch's permutation of the examples (``None``: the given order), drawn from the

@@ -8,7 +8,8 @@ Exit codes, the same for every command (``python -m pipeline.<stage>``, the swee
       training diverged, the baseline could not train, every point of a sweep failed
 2     nothing was started: an invalid config or command line, a missing input (run the stage
       that makes it), a tracking server that does not answer
-130   interrupted (Ctrl-C); 143: terminated (SIGTERM). Open MLflow runs end KILLED.
+130   interrupted (Ctrl-C); 143: terminated (SIGTERM, or the process that started a stage
+      ended). Open MLflow runs end KILLED.
 ====  ==========================================================================================
 
 Each error is one ``error:`` line on stderr saying what was wrong and what to do; anything not in
@@ -24,13 +25,19 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlp import DivergenceError
-from pipeline.errors import PipelineError, Terminated, UsageError, install_sigterm_handler
+from mlp import DivergenceError, ModelFileError
+from pipeline.errors import (
+    PipelineError,
+    Terminated,
+    UsageError,
+    install_sigterm_handler,
+    stop_with_parent,
+)
 from pipeline.names import PARAMS
 
 OK, FAILED, USAGE, INTERRUPTED, TERMINATED = 0, 1, 2, 130, 143
 #: Errors that are reported in one line rather than with a traceback.
-REPORTED = (PipelineError, FileNotFoundError, DivergenceError)
+REPORTED = (PipelineError, FileNotFoundError, DivergenceError, ModelFileError)
 
 
 def exit_code(exc: BaseException) -> int:
@@ -39,7 +46,7 @@ def exit_code(exc: BaseException) -> int:
         return TERMINATED
     if isinstance(exc, KeyboardInterrupt):
         return INTERRUPTED
-    if isinstance(exc, (UsageError, FileNotFoundError)):
+    if isinstance(exc, (UsageError, FileNotFoundError, ModelFileError)):
         return USAGE
     return FAILED
 
@@ -81,13 +88,23 @@ def run(
     try:
         work()
     except (KeyboardInterrupt, Terminated) as exc:
-        print(f"interrupted{': ' + interrupted if interrupted else ''}", file=sys.stderr)
+        why = f" ({exc})" if isinstance(exc, Terminated) else ""
+        print(f"interrupted{why}{': ' + interrupted if interrupted else ''}", file=sys.stderr)
         return exit_code(exc)
     except REPORTED as exc:
         code = exit_code(exc)
         note = f"\n{failed}" if failed and code == FAILED else ""
         print(f"error: {exc}{note}", file=sys.stderr)
         return code
+    except Exception as exc:
+        # The tracking store failed during the work (a server that went away, a database that
+        # turned read-only): one line naming it. The module is only looked at if it was loaded.
+        store = sys.modules.get("pipeline.tracking.store")
+        problem = store.store_failure(exc) if store is not None else None
+        if problem is None:
+            raise
+        print(f"error: {problem}; check it, then run the command again", file=sys.stderr)
+        return FAILED
     return OK
 
 
@@ -107,6 +124,10 @@ def run_stage(
     options = vars(arguments.parse_args(argv))
     params = options.pop("params")
     setup_logging()
-    return run(
-        lambda: stage(load_params(params), **options), failed=failed, interrupted=interrupted
-    )
+
+    def work() -> Any:
+        # A stage stops, as on SIGTERM, when the process that started it (dvc repro) ends.
+        stop_with_parent()
+        return stage(load_params(params), **options)
+
+    return run(work, failed=failed, interrupted=interrupted)

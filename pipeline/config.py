@@ -14,15 +14,17 @@ process, which never imports this module, so ``conf/`` cannot name them in a def
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mlp import rules
+from mlp import SGD, Adam, EarlyStopping, rules, schedules
 from mlp.activations import ACTIVATIONS, HIDDEN_ACTIVATIONS
 from mlp.initializers import INITIALIZERS
 from mlp.losses import LOSSES
@@ -253,6 +255,11 @@ def _check_buildable(cfg: Config) -> None:
         ("train.schedule", build_schedule),
         ("train.early_stopping", build_early_stopping),
         ("train", fit_options),
+        # The fields of the options not in use too: a NaN or infinite value anywhere in the
+        # config is refused before any run, not logged or left for a later run to trip on.
+        ("optimizer", _unused_optimizer_fields),
+        ("train.schedule", _unused_schedule_fields),
+        ("train.early_stopping", _unused_early_stopping_fields),
     ):
         try:
             build(cfg)
@@ -266,6 +273,23 @@ def _check_buildable(cfg: Config) -> None:
             raise ConfigError(f"invalid config: {section}: {exc}") from None
 
 
+def _unused_optimizer_fields(cfg: Config) -> None:
+    o = cfg.optimizer
+    Adam(o.learning_rate, o.beta1, o.beta2, o.epsilon, weight_decay=o.weight_decay)
+    SGD(o.learning_rate, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def _unused_schedule_fields(cfg: Config) -> None:
+    s = cfg.train.schedule
+    schedules.StepDecay(s.step_size, s.gamma)
+    schedules.CosineDecay(s.warmup_epochs, s.final_fraction)
+
+
+def _unused_early_stopping_fields(cfg: Config) -> None:
+    e = cfg.train.early_stopping
+    EarlyStopping(e.monitor, e.patience, e.min_delta, e.restore_best)
+
+
 def validate(raw: dict | DictConfig) -> Config:
     """Check ``raw`` (a composed config) against the schema; return it as a typed ``Config``.
 
@@ -275,9 +299,14 @@ def validate(raw: dict | DictConfig) -> Config:
     if isinstance(raw, DictConfig):
         # Drop Hydra's own node before resolving: its interpolations (hydra.job.num, ...) only
         # resolve inside a running Hydra job.
-        raw = OmegaConf.to_container(
-            OmegaConf.masked_copy(raw, [k for k in raw if k != "hydra"]), resolve=True
-        )
+        try:
+            raw = OmegaConf.to_container(
+                OmegaConf.masked_copy(raw, [k for k in raw if k != "hydra"]), resolve=True
+            )
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", None) or "config"
+            reason = str(exc).splitlines()[0]
+            raise ConfigError(f"invalid config: {key}: {reason}") from None
     raw = {k: v for k, v in dict(raw).items() if k != "hydra"}
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), raw)
@@ -305,12 +334,100 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
         return hydra_compose(config_name="config", overrides=list(overrides or []))
 
 
+#: The top-level sections every params file has (a missing one is an error, not a default).
+SECTIONS = tuple(f.name for f in fields(Config))
+
+
 def load_params(path: str | Path = PARAMS) -> Config:
-    """Read and validate ``params.yaml`` (what DVC stage scripts do)."""
+    """Read and validate ``params.yaml`` (what DVC stage scripts do).
+
+    Everything wrong with the file is one :class:`ConfigError` naming it: missing or unreadable,
+    not YAML (a syntax error, a duplicate key, not UTF-8), not a mapping (empty, a list, a
+    scalar), a missing or unknown section, an interpolation that does not resolve, or a value
+    the schema refuses.
+    """
     path = Path(path)
     if not path.exists():
         raise ConfigError(
             f"{path} not found: run from the project root, or regenerate it with "
             "`python -m pipeline.params`"
         )
-    return validate(OmegaConf.load(path))
+    raw = _read_yaml(path)
+    regenerate = "fix it, or regenerate it with `python -m pipeline.params`"
+    if raw is None:
+        raise ConfigError(f"invalid config: {path} is empty: {regenerate}")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"invalid config: {path} holds a {type(raw).__name__}, not a mapping of the "
+            f"sections {', '.join(SECTIONS)}: {regenerate}"
+        )
+    unknown = sorted(str(k) for k in raw if k not in SECTIONS and k != "hydra")
+    if unknown:
+        raise ConfigError(
+            f"invalid config: {path} has unknown section(s) {', '.join(unknown)} (the sections "
+            f"are {', '.join(SECTIONS)}): {regenerate}"
+        )
+    missing = [k for k in SECTIONS if k not in raw]
+    if missing:
+        raise ConfigError(
+            f"invalid config: {path} lacks the section(s) {', '.join(missing)}; nothing falls "
+            f"back to a default: {regenerate}"
+        )
+    try:
+        return validate(OmegaConf.create(raw))
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in {path})") from None
+    except OmegaConfBaseException as exc:
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"invalid config: {path}: {reason}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML as OmegaConf reads it (``1e-3`` is a float), refusing a key given twice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", mark
+                )
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; every way it cannot be read is a :class:`ConfigError`
+    naming the file (and the line, for YAML errors)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"invalid config: {path} is not UTF-8 text (byte {exc.start}): is it the right file?"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"invalid config: cannot read {path}: {exc.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"invalid config: {path} is not valid YAML{where}: {problem}") from None

@@ -13,7 +13,12 @@ as a failed run; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
+import sys
+import threading
+import time
 from typing import Any
 
 
@@ -30,15 +35,38 @@ class InputError(UsageError, ValueError):
 
 
 class Terminated(SystemExit):
-    """Raised in the main thread on SIGTERM (see :func:`install_sigterm_handler`).
+    """Raised in the main thread on SIGTERM (see :func:`install_sigterm_handler`), or when the
+    process that started this one has ended (see :func:`stop_with_parent`).
 
     A ``SystemExit`` with code 143 (128 + SIGTERM): uncaught, the process exits quietly with the
     status a shell expects of a terminated process; ``except Exception`` does not swallow it.
+    ``reason`` (also its ``str``) says which.
     """
 
-    def __init__(self, signum: int = signal.SIGTERM):
+    def __init__(self, signum: int = signal.SIGTERM, reason: str | None = None):
         super().__init__(128 + signum)
         self.signum = signum
+        self.reason = reason or f"terminated by {signal.Signals(signum).name}"
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def __reduce__(self):
+        return (type(self), (self.signum, self.reason))
+
+
+#: The process that started this one, read as early as a command can (when this module is
+#: first imported); :func:`stop_with_parent` watches it.
+_STARTED_BY = os.getppid()
+#: Linux's ``prctl`` option: the signal this process receives when its parent ends.
+_PR_SET_PDEATHSIG = 1
+_watching = False
+_terminating = False
+
+
+def parent_gone() -> bool:
+    """Whether the process that started this one has ended (this process was re-parented)."""
+    return os.getppid() != _STARTED_BY
 
 
 def install_sigterm_handler() -> bool:
@@ -47,10 +75,71 @@ def install_sigterm_handler() -> bool:
     main thread, where Python cannot install signal handlers."""
 
     def _raise(signum: int, frame: Any) -> None:
+        global _terminating
+        # Once: a second SIGTERM (the kernel's on the parent's end, then the watcher's; a
+        # supervisor that repeats itself) must not interrupt the ending of the open run, or
+        # MLflow's exit hook would end it FINISHED.
+        if _terminating:
+            return
+        _terminating = True
+        if _watching:
+            # The kernel signals when the thread that started this process exits: with the
+            # parent killed, its other threads may still be ending. Wait a moment for it, to
+            # say why this process stops.
+            for _ in range(50):
+                if parent_gone():
+                    break
+                time.sleep(0.01)
+        if parent_gone():
+            raise Terminated(signum, f"the process that started it (pid {_STARTED_BY}) ended")
         raise Terminated(signum)
 
+    global _terminating
     try:
         signal.signal(signal.SIGTERM, _raise)
     except ValueError:
         return False
+    _terminating = False
     return True
+
+
+def stop_with_parent(poll_seconds: float = 0.5) -> bool:
+    """Stop this process as SIGTERM would (:class:`Terminated`: the open run ends KILLED, no
+    output stays) as soon as the process that started it ends, e.g. ``dvc repro`` killed with
+    ``kill -9`` by a CI timeout: an orphaned stage must not finish later and overwrite what a
+    newer run wrote.
+
+    On Linux the kernel sends SIGTERM when the parent ends (``prctl(PR_SET_PDEATHSIG)``); a
+    daemon thread also checks every ``poll_seconds`` whether this process was re-parented, which
+    covers other systems and a parent that ended before the ``prctl`` call. Installs the SIGTERM
+    handler; returns False (and watches nothing) outside the main thread, or when SIGHUP is
+    ignored: the process was started with ``nohup`` to outlive its terminal on purpose."""
+    global _watching
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if not install_sigterm_handler():
+        return False
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        return False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):  # no libc to call: the watcher below still works
+            pass
+    if parent_gone():
+        raise Terminated(
+            signal.SIGTERM, f"the process that started it (pid {_STARTED_BY}) had ended"
+        )
+    if not _watching:
+        _watching = True
+        threading.Thread(
+            target=_watch_parent, args=(poll_seconds,), name="parent-watch", daemon=True
+        ).start()
+    return True
+
+
+def _watch_parent(poll_seconds: float) -> None:
+    while not parent_gone():
+        time.sleep(poll_seconds)
+    os.kill(os.getpid(), signal.SIGTERM)  # the main thread's handler raises Terminated

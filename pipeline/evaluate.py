@@ -14,10 +14,11 @@ import contextlib
 import logging
 from pathlib import Path
 
-from mlp import MLP
+from mlp import MLP, ModelFileError
 from pipeline import cli, tracking
 from pipeline.config import Config
 from pipeline.data.dataset import load_dataset
+from pipeline.errors import InputError
 from pipeline.files import read_json
 from pipeline.names import (
     EVALUATE_REPORTS,
@@ -63,7 +64,14 @@ def run(
 ) -> tuple[dict[str, float], str]:
     """Evaluate ``model`` on the test set of ``data``; returns the metrics and the MLflow run
     they were logged to."""
-    net = MLP.load(model)
+    try:
+        net = MLP.load(model)
+    except ModelFileError as exc:
+        raise InputError(f"{exc}: rerun `dvc repro train`") from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # a folder, no permission, an I/O error
+        raise InputError(f"{model} cannot be read: {exc.strerror or exc}") from None
     split = load_dataset(data)
     result, files = write_evaluation(
         net.forward(split.X_test), split.y_test, train_reports, reports, metrics

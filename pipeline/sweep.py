@@ -22,7 +22,7 @@ import sys
 import hydra
 
 from pipeline import cli
-from pipeline.errors import install_sigterm_handler
+from pipeline.errors import stop_with_parent
 from pipeline.names import CONF_DIR
 from pipeline.reporting.sweep_summary import override_key
 from pipeline.sweeps import parent
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.sweep [--multirun] [overrides...]``; see ``--help``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     sys.argv = [sys.argv[0], *with_default_choices(argv, own_sweep_dir=True)]
-    install_sigterm_handler()
+    stop_with_parent()  # SIGTERM, or the end of the process that started it: runs end KILLED
     app = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(run_point)
     try:
         app()

@@ -21,7 +21,7 @@ from pipeline.download import main
 
 from helpers.data import mnist_mirror
 from helpers.idx import decompressed_sha256, fake_images, write_fake_mnist
-from helpers.project import ROOT
+from helpers.project import ROOT, full_params
 
 #: Read before the fixtures below take MNIST_MIRROR out of the environment.
 REAL_MIRROR = mnist_mirror()
@@ -245,7 +245,7 @@ def test_all_mirrors_fail(tmp_path, served, mirror, silent_mirror, refused_mirro
 def test_mnist_mirror_env_is_tried_first(tmp_path, served, mirror, http_server, monkeypatch):
     root, files = served
     params = tmp_path / "params.yaml"
-    config = {"seed": 0, "data": {"mirrors": [mirror("good")], "files": files, **FAST}}
+    config = full_params(data={"mirrors": [mirror("good")], "files": files, **FAST})
     params.write_text(yaml.safe_dump(config, sort_keys=False))
     for i, env in enumerate([str(root / "good"), (root / "good").as_uri(), mirror("good")]):
         http_server.requests.clear()
@@ -313,7 +313,7 @@ def test_existing_corrupt_file_is_replaced(tmp_path, served, mirror, caplog):
 def test_main_failure_is_one_clear_message(tmp_path, served, mirror, capsys):
     _, files = served
     params = tmp_path / "params.yaml"
-    config = {"seed": 0, "data": {"mirrors": [mirror("empty")], "files": files, **FAST}}
+    config = full_params(data={"mirrors": [mirror("empty")], "files": files, **FAST})
     params.write_text(yaml.safe_dump(config, sort_keys=False))
     out = tmp_path / "raw"
     assert main(["--params", str(params), "--out", str(out)]) == 1

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 
 import numpy as np
 import pytest
 
-from mlp import MLP, SGD, ParameterError
+from mlp import MLP, SGD, ModelFileError, ParameterError
 from mlp.activations import ACTIVATIONS
 from mlp.initializers import INITIALIZERS
 from mlp.losses import LOSSES
@@ -347,3 +348,111 @@ def test_load_refuses_another_format_version(tmp_path):
     np.savez(tmp_path / "future.npz", **arrays)
     with pytest.raises(ValueError, match="format version 99"):
         MLP.load(tmp_path / "future.npz")
+
+
+# ------------------------------------------------------------------------------- damaged files
+def _saved(tmp_path) -> tuple[MLP, bytes]:
+    net, _ = _trained("float32")
+    path = net.save(tmp_path / "model.npz")
+    return net, path.read_bytes()
+
+
+def _refused(path, match: str = "") -> ModelFileError:
+    with pytest.raises(ModelFileError) as info:
+        MLP.load(path)
+    error = info.value
+    assert isinstance(error, ValueError)
+    assert error.path == str(path) and str(error).startswith(f"{path}: ")
+    assert "\n" not in str(error)
+    if match:
+        assert re.search(match, error.reason), error.reason
+    return error
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.001, 0.01, 0.1, 0.5, 0.9, 0.999])
+def test_a_truncated_file_is_refused_naming_it(tmp_path, fraction):
+    _, raw = _saved(tmp_path)
+    path = tmp_path / "truncated.npz"
+    path.write_bytes(raw[: int(len(raw) * fraction)])
+    _refused(path, "cannot be read as a saved MLP")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_bytes_are_refused_naming_the_file(tmp_path, seed):
+    path = tmp_path / "random.npz"
+    path.write_bytes(np.random.default_rng(seed).bytes(2000 + 500 * seed))
+    _refused(path)
+
+
+def test_every_single_bit_flip_loads_the_same_network_or_is_refused(tmp_path):
+    """A bit flipped anywhere in the file: either the exact network (a flip in a byte nobody
+    reads), or ModelFileError naming the file; never another exception, never other weights."""
+    net, raw = _saved(tmp_path)
+    path = tmp_path / "flipped.npz"
+    rng = np.random.default_rng(7)
+    positions = sorted(set(rng.integers(0, len(raw), 400).tolist()) | {0, 30, len(raw) - 1})
+    outcomes = {"same": 0, "refused": 0}
+    for position in positions:
+        flipped = bytearray(raw)
+        flipped[position] ^= 1 << int(rng.integers(0, 8))
+        path.write_bytes(bytes(flipped))
+        try:
+            loaded = MLP.load(path)
+        except ModelFileError as exc:
+            assert exc.path == str(path)
+            outcomes["refused"] += 1
+            continue
+        assert loaded.config() == net.config()
+        for p, q in zip(
+            (*loaded.weights, *loaded.biases), (*net.weights, *net.biases), strict=True
+        ):
+            assert np.array_equal(p, q), f"flip at byte {position} changed the weights silently"
+        outcomes["same"] += 1
+    assert outcomes["refused"] > len(positions) // 2
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("name", ["W0", "b2"])
+def test_non_finite_weights_are_refused(tmp_path, name, bad):
+    net, _ = _trained("float32")
+    path = net.save(tmp_path / "model.npz")
+    with np.load(path, allow_pickle=False) as data:
+        array = data[name].copy()
+    array.flat[0] = bad
+    broken = _rewrite(path, tmp_path / "broken.npz", replace={name: array})
+    _refused(broken, rf"^{name} holds 1 non-finite value")
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ("not json", "JSONDecodeError"),
+        ("[1, 2]", "its config is a list"),
+        ('{"format_version": 1, "layer_sizes": "abc"}', "its config is invalid"),
+        ('{"format_version": 1, "layer_sizes": [5, 7, 4, 3], "seed": "x"}', "invalid"),
+        ('{"format_version": 1, "layer_sizes": [5, 7, 4, 3], "weights": 1}', "does not know"),
+    ],
+)
+def test_a_damaged_config_is_refused(tmp_path, config, match):
+    net, _ = _trained("float32")
+    path = net.save(tmp_path / "model.npz")
+    broken = _rewrite(path, tmp_path / "broken.npz", replace={"config": np.array(config)})
+    _refused(broken, match)
+
+
+def test_arrays_of_another_dtype_or_a_single_array_are_refused(tmp_path):
+    net, _ = _trained("float32")
+    path = net.save(tmp_path / "model.npz")
+    with np.load(path, allow_pickle=False) as data:
+        W0 = data["W0"]
+    broken = _rewrite(path, tmp_path / "broken.npz", replace={"W0": W0.astype(np.float64)})
+    _refused(broken, "W0 holds float64, the config says float32")
+    np.save(tmp_path / "single.npy", W0)
+    _refused(tmp_path / "single.npy", "single .npy array")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    _refused(tmp_path / "empty.npz")
+
+
+def test_a_missing_model_file_stays_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        MLP.load(tmp_path / "absent.npz")

@@ -6,11 +6,13 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+import re
 
 import numpy as np
 import pytest
 
 import mlp
+import mlp.network
 from mlp import MLP, SGD, Adam, Callback
 
 
@@ -499,3 +501,50 @@ def test_divergence_error_survives_pickling():
     copy_ = pickle.loads(pickle.dumps(info.value))
     assert (copy_.epoch, copy_.step) == (info.value.epoch, info.value.step)
     assert str(copy_) == str(info.value)
+
+
+def _blow_up_data():
+    rng = np.random.default_rng(0)
+    return rng.random((640, 784)).astype(np.float32), rng.integers(0, 10, 640)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("learning_rate", [1e3, 1e4, 1e5])
+def test_a_network_that_blew_up_with_a_finite_clipped_loss_is_diverged(dtype, learning_rate):
+    """ReLU at a huge learning rate: the weights explode while softmax + the clipped
+    cross-entropy keep the loss finite; that is divergence too, not a finished run."""
+    X, y = _blow_up_data()
+    net = MLP([784, 32, 16, 10], ["relu", "relu", "softmax"], init="he_normal", seed=0, dtype=dtype)
+    recorder = Recorder()
+    with pytest.raises(mlp.DivergenceError) as info:
+        net.fit(X, y, epochs=5, batch_size=32, optimizer=SGD(learning_rate), callbacks=[recorder])
+    error = info.value
+    assert ("train_end",) not in recorder.calls
+    assert error.epoch == 1 and 1 <= error.step <= error.steps_per_epoch == 20
+    assert "diverged" in str(error) and f"epoch {error.epoch}" in str(error)
+    if math.isfinite(error.loss):  # caught by the weights, not the loss
+        assert re.search(r"the (weights|activations) reached \S+ \(beyond", error.reason)
+    copy_ = pickle.loads(pickle.dumps(error))
+    assert (copy_.reason, str(copy_)) == (error.reason, str(error))
+
+
+def test_the_blow_up_is_caught_by_the_weights_while_the_loss_is_still_finite():
+    X, y = _blow_up_data()
+    net = MLP([784, 32, 16, 10], ["relu", "relu", "softmax"], init="he_normal", seed=0)
+    with pytest.raises(mlp.DivergenceError) as info:
+        net.fit(X, y, epochs=5, batch_size=32, optimizer=SGD(1e3))
+    assert math.isfinite(info.value.loss)
+    limit = mlp.network.overflow_limit("float32")
+    assert limit == 2.0**23 and mlp.network.overflow_limit("float64") == 2.0**52
+    assert max(float(np.abs(W).max()) for W in net.weights) > limit
+    assert f"beyond {limit:.3g}" in info.value.reason
+
+
+def test_weights_that_are_large_but_below_the_limit_train_on():
+    """The check is no cap on ordinary training: a sane run never comes near it."""
+    X, y = _blow_up_data()
+    net = MLP([784, 32, 16, 10], ["relu", "relu", "softmax"], init="he_normal", seed=0)
+    for W in net.weights:
+        W *= 100.0
+    history = net.fit(X, y, epochs=2, batch_size=32, optimizer=SGD(1e-4))
+    assert history["epoch"] == [1, 2]

@@ -25,6 +25,7 @@ from helpers.idx import (
     image_indices,
     write_fake_mnist,
 )
+from helpers.project import full_params
 
 N_TRAIN, N_TEST = 50, 20
 TINY = {"train": N_TRAIN, "test": N_TEST}
@@ -201,7 +202,7 @@ def write_params(tmp_path, files, validation_size=10, split_seed=0, seed=0):
     params = tmp_path / "params.yaml"
     data = {"files": files, "validation_size": validation_size, "train_limit": None}
     data["split_seed"] = split_seed
-    params.write_text(yaml.safe_dump({"seed": seed, "data": data}))
+    params.write_text(yaml.safe_dump(full_params(seed=seed, data=data)))
     return params
 
 

@@ -6,13 +6,14 @@ import csv
 import json
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from mlp import MLP, DivergenceError
 from pipeline import evaluate, train
 from pipeline.config import compose, validate
 
-from helpers.project import model_files
+from helpers.project import full_params, model_files
 
 
 def config(project, *overrides):
@@ -99,8 +100,24 @@ def test_diverging_run_writes_no_model_and_is_marked_failed(project):
     assert int(recorded.data.tags["diverged_epoch"]) >= 1
 
 
+def test_a_network_that_blew_up_with_a_finite_loss_fails_like_a_diverged_one(project):
+    """ReLU at learning rate 1e3: the weights reach ~1e11 and beyond while the clipped loss
+    stays finite; the run must not finish as a success."""
+    cfg = config(project, "model.hidden_activation=relu", "optimizer.learning_rate=1e3")
+    with pytest.raises(DivergenceError, match=r"the (weights|activations) reached") as info:
+        train.run(cfg)
+    assert info.value.loss == info.value.loss  # finite: the loss alone never said so
+    assert not (project / "models/model.npz").exists()
+    assert not (project / "reports/train/metrics.json").exists()
+    client = MlflowClient(cfg.tracking.uri)
+    (recorded,) = client.search_runs([client.get_experiment_by_name("mnist-mlp").experiment_id])
+    assert recorded.info.status == "FAILED"
+    assert "reached" in recorded.data.tags["failure_reason"]
+    assert int(recorded.data.tags["diverged_epoch"]) >= 1
+
+
 def test_train_main_reports_a_bad_config_without_a_traceback(project, capsys):
-    (project / "params.yaml").write_text("train:\n  epochs: 0\n")
+    (project / "params.yaml").write_text(yaml.safe_dump(full_params(train={"epochs": 0})))
     assert train.main(["--params", str(project / "params.yaml")]) == 2
     err = capsys.readouterr().err
     assert "train.epochs = 0" in err

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.mnist import split_digest
-from pipeline.errors import UsageError
+from pipeline.errors import InputError, UsageError
 from pipeline.files import require
-from pipeline.names import PROCESSED, SUMMARY
+from pipeline.names import N_CLASSES, N_INPUTS, PROCESSED, SUMMARY
 
 
 class SplitMismatch(UsageError):
@@ -43,12 +43,40 @@ class Dataset:
         return (self.X_val, self.y_val) if len(self.y_val) else None
 
 
+#: The arrays of the preprocessed split.
+SPLIT_ARRAYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
+
+
 def load_dataset(path: str | Path = PROCESSED, train_limit: int | None = None) -> Dataset:
     """Load the preprocess stage's ``.npz`` (and the digests of its ``summary.json`` beside it);
-    keep only the first ``train_limit`` training images."""
+    keep only the first ``train_limit`` training images.
+
+    A file that is not an intact split (truncated or damaged, arrays missing, of other shapes or
+    types, labels out of range, pixels not finite) is an :class:`InputError` naming the file and
+    what is wrong, raised before anything uses it."""
     path = require(path, "preprocess")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise _Damaged("a single .npy array, not the split's .npz")
+        with data:
+            missing = [key for key in SPLIT_ARRAYS if key not in data.files]
+            if missing:
+                raise _Damaged(f"lacks the array(s) {', '.join(missing)}")
+            arrays = {key: data[key] for key in SPLIT_ARRAYS}
+        _check_split(arrays)
+    except _Damaged as exc:
+        raise InputError(f"{path} is not an intact preprocessed split: {exc}{_RERUN}") from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # a folder, no permission, an I/O error
+        raise InputError(f"{path} cannot be read: {exc.strerror or exc}{_RERUN}") from None
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        raise InputError(
+            f"{path} cannot be read as a preprocessed split ({type(exc).__name__}: {reason})"
+            f"{_RERUN}"
+        ) from None
     digest = split_digest(arrays)
     if train_limit is not None:
         arrays["X_train"] = arrays["X_train"][:train_limit]
@@ -66,7 +94,7 @@ def processed_digest(path: str | Path = PROCESSED) -> str | None:
     from its arrays (``None`` when there is no readable file)."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            return split_digest({key: data[key] for key in data.files})
+            return split_digest({key: data[key] for key in SPLIT_ARRAYS if key in data.files})
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None
 
@@ -98,6 +126,32 @@ def check_split(cfg_data, split: dict[str, int], where: str | Path = PROCESSED) 
                 f"data.{key}={wanted}: run `dvc repro preprocess` with it first (the split "
                 "belongs to the preprocess stage; a sweep cannot vary it)"
             )
+
+
+_RERUN = ": rerun `dvc repro preprocess`"
+
+
+class _Damaged(Exception):
+    """What is wrong with a split file (becomes an :class:`InputError` naming it)."""
+
+
+def _check_split(arrays: dict[str, np.ndarray]) -> None:
+    for part in ("train", "val", "test"):
+        X, y = arrays[f"X_{part}"], arrays[f"y_{part}"]
+        if X.ndim != 2 or X.shape[1] != N_INPUTS or X.dtype.kind != "f":
+            raise _Damaged(
+                f"X_{part} is {X.dtype} of shape {X.shape}, not floats of shape (n, {N_INPUTS})"
+            )
+        if y.ndim != 1 or y.shape[0] != X.shape[0] or y.dtype.kind not in "iu":
+            raise _Damaged(
+                f"y_{part} is {y.dtype} of shape {y.shape}, not {X.shape[0]} integer labels"
+            )
+        if y.size and (y.min() < 0 or y.max() >= N_CLASSES):
+            raise _Damaged(f"y_{part} has labels outside [0, {N_CLASSES})")
+        if X.size and not (np.isfinite(X.min()) and np.isfinite(X.max())):
+            raise _Damaged(f"X_{part} holds non-finite pixels (NaN or inf)")
+    if arrays["X_train"].shape[0] == 0:
+        raise _Damaged("it holds no training images")
 
 
 def data_digests(summary: str | Path = SUMMARY) -> dict[str, str]:

@@ -36,13 +36,16 @@ from pipeline.tracking.portable import relocate_artifacts
 from pipeline.tracking.provenance import PID_TAG, config_yaml, flatten, knob_params, run_tags
 from pipeline.tracking.reaper import STALE_REASON_START, reap_stale_runs
 from pipeline.tracking.store import (
+    StoreError,
     TrackingError,
+    check_store_scheme,
     check_tracking_server,
     experiment_id,
     is_locked,
     project_root,
     resolve_tracking_uri,
     store_client,
+    store_failure,
     use_store,
     with_retry,
 )
@@ -305,11 +308,25 @@ def open_store(uri: str | None = None) -> tuple[str, MlflowClient]:
     moved (:func:`pipeline.tracking.portable.relocate_artifacts`), and runs left RUNNING by a
     dead process of this host end KILLED (:func:`pipeline.tracking.reaper.reap_stale_runs`)."""
     resolved = resolve_tracking_uri(uri)
+    check_store_scheme(resolved)
     check_tracking_server(resolved)
     use_store(resolved)
-    client = store_client(resolved)
-    relocate_artifacts(resolved)
-    reap_stale_runs(client)
+    try:
+        client = store_client(resolved)
+        relocate_artifacts(resolved)
+        reap_stale_runs(client)
+    except StoreError:
+        raise
+    except ImportError as exc:  # a database driver that is not installed
+        raise StoreError(
+            f"the MLflow store {resolved} needs the Python package {exc.name!r}, which is not "
+            "installed: install it into the environment, or use another store"
+        ) from None
+    except Exception as exc:  # MLflow refuses the store: nothing was started yet
+        problem = store_failure(exc)
+        if problem is None:
+            raise
+        raise StoreError(problem.replace(" failed: ", " cannot be used: ", 1)) from None
     return resolved, client
 
 
@@ -437,15 +454,18 @@ def _terminate(client: MlflowClient, run_id: str, status: str) -> None:
 def _end_after_error(client: MlflowClient, run_id: str, status: str, exc: BaseException) -> None:
     """Record how the run ended. Never raises: the run's own error matters more."""
     tags = _failure_tags(exc) if status != "FINISHED" else {}
+    # When the store itself failed, it will not record the ending either: the command's own
+    # error line says so, and the next command that opens the store ends the run KILLED.
+    level = logging.DEBUG if store_failure(exc) else logging.WARNING
     try:
         if tags:
             with_retry(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     except Exception as err:
-        logger.warning("could not tag MLflow run %s: %s", run_id, err)
+        logger.log(level, "could not tag MLflow run %s: %s", run_id, err)
     try:
         _terminate(client, run_id, status)
     except Exception as err:
-        logger.warning("could not end MLflow run %s as %s: %s", run_id, status, err)
+        logger.log(level, "could not end MLflow run %s as %s: %s", run_id, status, err)
 
 
 # ---------------------------------------------------------------------------- reading

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,89 @@ class TrackingUnavailable(UsageError):
 
 class TrackingError(UsageError):
     """The store does not have what was asked for (an unknown run, ...)."""
+
+
+class StoreError(UsageError):
+    """The store cannot be used: not an SQLite database, damaged, read-only, not MLflow's."""
+
+
+#: The store this process records into (set by :func:`store_client`), for error messages.
+current_store: str | None = None
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_MOVE_ASIDE = "move it aside to start a new store, or restore it from a backup"
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse, with one :class:`StoreError` naming ``path``, an SQLite store this process cannot
+    use: not a file, not an SQLite database, or not writable (the file or its folder, where
+    SQLite writes its journal). A missing file is fine: it becomes a new store."""
+    if not path.exists():
+        if path.parent.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"the MLflow store {path} cannot be created: its folder is read-only; make it "
+                "writable, or set MLFLOW_TRACKING_URI to another store"
+            )
+        return
+    if not path.is_file():
+        raise StoreError(f"the MLflow store {path} is not a file: {_MOVE_ASIDE}")
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"the MLflow store {path} cannot be read: {exc.strerror}") from None
+    if header and header != _SQLITE_HEADER:
+        raise StoreError(
+            f"the MLflow store {path} is not an SQLite database (damaged, or another kind of "
+            f"file): {_MOVE_ASIDE}"
+        )
+    for what, where in (("file", path), ("folder", path.parent)):
+        if not os.access(where, os.R_OK | os.W_OK):
+            raise StoreError(
+                f"the MLflow store {path} is read-only (its {what} {where} is not writable): "
+                "make it writable, or set MLFLOW_TRACKING_URI to another store"
+            )
+
+
+#: The URI schemes MLflow can track runs and register models in (a database driver may follow
+#: a ``+``, as in ``postgresql+psycopg2``).
+STORE_SCHEMES = (
+    "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc",
+    "uc", "file",
+)  # fmt: skip
+
+
+def check_store_scheme(uri: str) -> None:
+    """Refuse a tracking URI MLflow cannot use, before any work (it would fail only when the
+    model is registered, after the training)."""
+    scheme = uri.partition("://")[0].partition("+")[0].lower() if "://" in uri else "file"
+    if scheme not in STORE_SCHEMES:
+        raise StoreError(
+            f"the MLflow store {uri} cannot be used: MLflow does not know the scheme "
+            f"{scheme!r} (it knows {', '.join(STORE_SCHEMES)}); set MLFLOW_TRACKING_URI or "
+            "tracking.uri to sqlite:///<file> or http(s)://<server>"
+        )
+
+
+def store_failure(exc: BaseException) -> str | None:
+    """One line saying that the store failed, when ``exc`` comes from the store or the way to
+    it (MLflow, SQLAlchemy, SQLite, HTTP); ``None`` for anything else."""
+    roots = {cls.__module__.partition(".")[0] for cls in type(exc).__mro__}
+    if not roots & {"mlflow", "sqlalchemy", "sqlite3", "requests", "urllib3"}:
+        return None
+    orig = getattr(exc, "orig", None)  # SQLAlchemy's: the database driver's own error
+    text = str(orig) if orig is not None else getattr(exc, "message", None) or str(exc)
+    reason = " ".join(text.split())
+    for noise in (" [SQL:", " (Background on this error"):
+        reason = reason.partition(noise)[0]
+    reason = re.sub(r"^\([\w.]+\) ", "", reason)  # SQLAlchemy's "(sqlite3.DatabaseError) "
+    if "Max retries exceeded" in reason or "Connection refused" in reason:
+        reason = "the server does not answer (connection refused or timed out)"
+    elif len(reason) > 240:
+        reason = reason[:240] + "..."
+    if "malformed" in reason or "not a database" in reason:
+        reason += f": {_MOVE_ASIDE}"
+    return f"the MLflow store {current_store or 'in use'} failed: {reason}"
 
 
 def project_root() -> Path:
@@ -174,16 +258,28 @@ def store_client(uri: str) -> MlflowClient:
     doing that at once (a parallel sweep, concurrent stages) collide. The lock file
     ``<db>.lock`` beside the database makes the first one create them while the others wait.
     """
+    global current_store
+    current_store = uri
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///") :].partition("?")[0])
         if path.name and path.name != ":memory:":
             import fcntl
 
+            current_store = str(path)
             path.parent.mkdir(parents=True, exist_ok=True)
+            check_sqlite_file(path)
             with open(path.with_name(path.name + ".lock"), "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                client = MlflowClient(uri)
-                with_retry(client.search_experiments, max_results=1)
+                try:
+                    client = MlflowClient(uri)
+                    with_retry(client.search_experiments, max_results=1)
+                except Exception as exc:
+                    problem = store_failure(exc)
+                    if problem is None:
+                        raise
+                    raise StoreError(
+                        f"{problem.replace(' failed: ', ' cannot be opened: ')}; {_MOVE_ASIDE}"
+                    ) from None
                 return client
     return MlflowClient(uri)
 

@@ -112,6 +112,20 @@ class RunResult:
 
 
 def train_and_record(
+    cfg: Config, data: Dataset | str | Path, outputs: Outputs, **options: Any
+) -> RunResult:
+    """:func:`record_training`, which leaves either all of its outputs or none: whatever ends
+    the run early (divergence, SIGTERM, the end of the process that started the stage, a store
+    that went away) removes what it had written."""
+    try:
+        return record_training(cfg, data, outputs, **options)
+    except BaseException:
+        for partial in outputs.all():
+            partial.unlink(missing_ok=True)
+        raise
+
+
+def record_training(
     cfg: Config,
     data: Dataset | str | Path,
     outputs: Outputs,

@@ -54,6 +54,17 @@ def write_params(folder: Path, *overrides: str) -> Path:
     return path
 
 
+def full_params(**sections: dict | int) -> dict:
+    """The composed defaults as a plain dict, each of ``sections`` merged into its section (a
+    params file has every section: a missing one is an error)."""
+    from pipeline.config import compose, to_dict, validate
+
+    config = to_dict(validate(compose()))
+    for name, value in sections.items():
+        config[name] = {**config[name], **value} if isinstance(value, dict) else value
+    return config
+
+
 def train_command(folder: Path, name: str = "") -> list[str]:
     """``python -m pipeline.train`` on ``folder``'s params, data and outputs (``name``: a
     suffix for the model and reports folders, for several trainings in one folder)."""
