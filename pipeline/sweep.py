@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
+import warnings
 
 import hydra
 
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     sys.argv = [sys.argv[0], *with_default_choices(argv)]
     install_sigterm_handler()
+    # conf/hydra/launcher/ray.yaml is named as the Ray plugin's schema, against which Hydra then
+    # checks it (as wanted), with a deprecation warning.
+    warnings.filterwarnings("ignore", "'hydra/launcher/ray' is validated against ConfigStore")
     app = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(run_point)
     try:
         app()
