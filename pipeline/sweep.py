@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     install_sigterm_handler()
     # conf/hydra/launcher/ray.yaml is named as the Ray plugin's schema, against which Hydra then
     # checks it (as wanted), with a deprecation warning.
-    warnings.filterwarnings("ignore", "'hydra/launcher/ray' is validated against ConfigStore")
+    warnings.filterwarnings("ignore", r"\s*'hydra/launcher/ray' is validated against ConfigStore")
     app = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(run_point)
     try:
         app()
