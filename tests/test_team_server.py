@@ -141,7 +141,7 @@ def test_eight_trainings_and_a_sweep_at_once_lose_nothing(team_server, tmp_path)
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
     )
     for process in processes:
         _, err = process.communicate(timeout=600)
