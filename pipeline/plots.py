@@ -14,10 +14,10 @@ differs from what this would write).
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 from pipeline import cli
+from pipeline.errors import PipelineError, UsageError
 from pipeline.names import PROJECT_ROOT
 
 #: The template, relative to the project (``plots.html_template`` in ``.dvc/config`` names it
@@ -60,14 +60,19 @@ def _bundle() -> tuple[str, dict[str, str]]:
     stay out of the scope of DVC's inline scripts.)"""
     from importlib.metadata import version
 
-    import vl_convert as vlc
+    try:
+        import vl_convert as vlc
+    except ImportError:
+        raise UsageError(
+            "vl-convert-python is not installed: `make install` installs it (the dev extra)"
+        ) from None
 
     snippet = "window.vega = vega; window.vegaLite = vegaLite; window.vegaEmbed = vegaEmbed;\n"
     source = vlc.javascript_bundle(snippet, vl_version=VEGA_LITE)
     if re.search(r"^\s*(import|export)\b", source, re.MULTILINE):
-        raise RuntimeError("vl-convert returned an ES module, not a script")
+        raise PipelineError("vl-convert returned an ES module, not a script")
     if "</script" in source.lower():
-        raise RuntimeError("the Vega bundle would end the page's <script> element")
+        raise PipelineError("the Vega bundle would end the page's <script> element")
     versions = {"vl": VEGA_LITE, "vlc": version("vl-convert-python")}
     return source, versions
 
@@ -78,7 +83,7 @@ def render_template() -> str:
     # The bundle must not look like one of DVC's placeholders.
     for placeholder in ("{plot_divs}", "{refresh_tag}", "{scripts}"):
         if placeholder in bundle:
-            raise RuntimeError(f"the Vega bundle contains DVC's placeholder {placeholder}")
+            raise PipelineError(f"the Vega bundle contains DVC's placeholder {placeholder}")
     head = PAGE.replace("{vl}", versions["vl"]).replace("{vlc}", versions["vlc"])
     return head.replace("{{", "{").replace("}}", "}").replace("{bundle}", bundle)
 
@@ -96,12 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = arguments.parse_args(argv)
     if args.check:
-        same = args.out.exists() and args.out.read_text(encoding="utf-8") == render_template()
-        if not same:
-            message = f"error: {args.out} is out of date: run python -m pipeline.plots"
-            print(message, file=sys.stderr)
-        return cli.OK if same else cli.FAILED
+        return cli.run(lambda: _check(args.out))
     return cli.run(lambda: print(f"wrote {write_template(args.out)}"))
+
+
+def _check(path: Path) -> None:
+    if not (path.exists() and path.read_text(encoding="utf-8") == render_template()):
+        raise PipelineError(f"{path} is out of date: run python -m pipeline.plots")
+    print(f"{path} is up to date")
 
 
 if __name__ == "__main__":
