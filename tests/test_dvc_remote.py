@@ -9,6 +9,7 @@ nothing: the same model, byte for byte, and no MLflow run.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -53,12 +54,12 @@ def git(project: Path, *args: str) -> None:
     )
 
 
-def digests(folder: Path) -> dict[str, bytes]:
+def digests(folder: Path) -> dict[str, str]:
     files = {}
     for output in OUTPUTS:
         path = folder / output
         for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
-            files[str(file.relative_to(folder))] = file.read_bytes()
+            files[str(file.relative_to(folder))] = hashlib.sha256(file.read_bytes()).hexdigest()
     return files
 
 
@@ -85,7 +86,7 @@ def test_push_then_pull_in_a_fresh_clone_needs_no_training(tmp_path):
     assert refused.returncode != 0 and "no remote" in (refused.stdout + refused.stderr).lower()
 
     run(["dvc", "remote", "add", "--default", "storage", str(remote)], first, mirror)
-    pushed = run(["dvc", "push", "train"], first, mirror)
+    pushed = run(["dvc", "push", "--with-deps", "train"], first, mirror)
     assert "pushed" in pushed.stdout.lower(), pushed.stdout
     assert any(p.is_file() for p in remote.rglob("*"))
     git(first, "add", "-A", "params.yaml", "dvc.lock", ".dvc/config", "reports/train")
@@ -95,10 +96,12 @@ def test_push_then_pull_in_a_fresh_clone_needs_no_training(tmp_path):
     second = tmp_path / "second"
     subprocess.run(["git", "clone", "-q", str(first), str(second)], check=True)
     assert not (second / "models/model.npz").exists()
-    pulled = run(["dvc", "pull", "train"], second, mirror)
+    pulled = run(["dvc", "pull", "--with-deps", "train"], second, mirror)
     assert "fetched" in pulled.stdout.lower() or "added" in pulled.stdout.lower(), pulled.stdout
 
-    assert digests(second) == digests(first)  # the data and the model, byte for byte
+    pushed_files = digests(first)
+    assert {"models/model.npz", "data/processed/mnist.npz"} <= set(pushed_files)
+    assert digests(second) == pushed_files  # the data and the model, byte for byte
     repro = run(["dvc", "repro", "train"], second, mirror)
     assert "Data and pipelines are up to date." in repro.stdout, repro.stdout
     for stage in ("download", "preprocess", "train"):
