@@ -28,7 +28,7 @@ SCRIPT = ROOT / "scripts/tracking-server"
 pytestmark = pytest.mark.slow
 
 TRAININGS = 8
-EPOCHS = 3
+EPOCHS = 2
 
 
 def _postgres_installed() -> bool:
