@@ -216,7 +216,9 @@ def test_every_point_failed_on_ray_exits_1(project, ray_cluster, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_sweep_in_rays_local_mode(project):
+def test_a_sweep_in_rays_local_mode(project, monkeypatch, tmp_path):
+    """A private instance, even where RAY_ADDRESS names a cluster (here: a dead one)."""
     _require_cluster_extra()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")
     result, folder = _sweep(project, "ray_local", "hydra.launcher.ray.init.num_cpus=2")
     _check_like_joblib(project, result, folder)

@@ -111,7 +111,7 @@ def test_slurm_launcher_composes():
     assert "OPENBLAS_NUM_THREADS=${hydra.launcher.cpus_per_task}" in " ".join(launcher["setup"])
 
 
-@pytest.mark.parametrize(("name", "address"), [("ray", "auto"), ("ray_local", None)])
+@pytest.mark.parametrize(("name", "address"), [("ray", "auto"), ("ray_local", "local")])
 def test_ray_launcher_configs_have_the_plugins_keys(name, address):
     """The files need no plugin to compose (the sweep checks for it before any point)."""
     raw = yaml.safe_load((CONF_DIR / f"hydra/launcher/{name}.yaml").read_text())

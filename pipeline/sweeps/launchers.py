@@ -45,7 +45,7 @@ def check(hydra_cfg: DictConfig) -> str:
         ) from None
     if attribute == "RayLauncher":
         address = OmegaConf.select(hydra_cfg, "launcher.ray.init.address")
-        if address is not None:
+        if address not in (None, "local"):  # else Ray starts a private instance
             check_ray_cluster(str(address), choice)
     return attribute
 
