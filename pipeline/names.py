@@ -64,6 +64,11 @@ TEST_METRICS = (
 TEST_METRIC_SOURCES = {name: name.removeprefix("test_") for name in TEST_METRICS}
 #: Wall seconds of the training steps (validation excluded).
 TRAIN_SECONDS = "train_seconds"
+#: Cores that other processes kept busy, on average, while a run trained (metrics.json, MLflow).
+OTHER_LOAD = "other_processes_cores"
+#: MLflow tags: the BLAS threads a NumPy training used; TensorFlow's threads of the baseline.
+BLAS_THREADS_TAG = "blas.threads"
+TENSORFLOW_THREADS_TAG = "tensorflow.threads"
 #: ``MLP.fit``'s history keys -> the names of the per-epoch curves (CSV columns, MLflow metrics).
 CURVES = {
     "epoch": "epoch",

@@ -3,8 +3,10 @@
 Usage: ``python -m pipeline.reproduce RUN_ID [--write-params]``. It reads the run's tags (git
 commit and whether the tree was dirty, SHA-256 of each dataset file, library versions) and its
 ``config.yaml`` artifact, then says what to do: check out the commit, compare the versions with the
-installed ones and the digests with ``data/processed/summary.json``, and, with ``--write-params``,
-writes the run's configuration to ``params.yaml`` so that ``dvc repro`` trains it again.
+installed ones, the digests with ``data/processed/summary.json`` and the BLAS thread count the run
+used with the one its config gives here, and, with ``--write-params``, writes the run's
+configuration to ``params.yaml`` (forcing the run's thread count where it would differ) so that
+``dvc repro`` trains it again.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ import yaml
 from pipeline import cli, tracking
 from pipeline.config import validate
 from pipeline.data.dataset import data_digests
-from pipeline.names import PARAMS, SUMMARY
+from pipeline.names import BLAS_THREADS_TAG, PARAMS, SUMMARY
+from pipeline.training.frameworks import training_threads
 
 
 def recipe(run_id: str, uri: str | None = None, summary: Path = SUMMARY) -> dict:
     """What the run recorded, compared with this checkout: commit, config, versions, digests."""
     recorded = tracking.read_run(run_id, uri)
     tags, config = recorded["tags"], recorded["config"]
-    validate(config)  # what the run trained is still a valid configuration here
+    cfg = validate(config)  # what the run trained is still a valid configuration here
 
     versions = {}
     for key, value in tags.items():
@@ -54,7 +57,29 @@ def recipe(run_id: str, uri: str | None = None, summary: Path = SUMMARY) -> dict
         "config": config,
         "versions": versions,
         "digests": digests,
+        "threads": _threads(tags, cfg),
     }
+
+
+def _threads(tags: dict, cfg) -> dict:
+    """The BLAS threads the run used (tag ``blas.threads``; the last bits of the weights depend
+    on it) and what its ``train.blas_threads`` gives in this process."""
+    recorded = tags.get(BLAS_THREADS_TAG)
+    return {
+        "configured": cfg.train.blas_threads,
+        "recorded": int(recorded) if recorded not in (None, "None") else None,
+        "here": training_threads(cfg),
+    }
+
+
+def params_to_write(r: dict) -> dict:
+    """The run's config; where its thread setting would give another BLAS thread count here than
+    the run used, with that count forced (``train.blas_threads``), so the retraining gives the
+    same bits."""
+    config, threads = r["config"], r["threads"]
+    if threads["recorded"] is not None and threads["recorded"] != threads["here"]:
+        config = {**config, "train": {**config["train"], "blas_threads": threads["recorded"]}}
+    return config
 
 
 def report(r: dict) -> str:
@@ -68,6 +93,15 @@ def report(r: dict) -> str:
     for package, v in sorted(r["versions"].items()):
         mark = "ok" if v["recorded"] == v["installed"] else "DIFFERS"
         lines.append(f"{package}: recorded {v['recorded']}, installed {v['installed']} [{mark}]")
+    t = r["threads"]
+    if t["recorded"] is not None:
+        mark = "ok"
+        if t["recorded"] != t["here"]:
+            mark = f"DIFFERS: --write-params sets train.blas_threads: {t['recorded']}"
+        lines.append(
+            f"BLAS threads: recorded {t['recorded']}, train.blas_threads: {t['configured']} "
+            f"gives {t['here']} here [{mark}]"
+        )
     for name, d in sorted(r["digests"].items()):
         mark = "ok" if d["recorded"] == d["local"] else "DIFFERS (run `dvc repro preprocess`)"
         lines.append(f"{name}: sha256 {d['recorded'][:12]} [{mark}]")
@@ -90,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         r = recipe(args.run_id, args.uri)
         print(report(r))
         if args.write_params:
-            args.params.write_text(yaml.safe_dump(r["config"], sort_keys=False))
+            args.params.write_text(yaml.safe_dump(params_to_write(r), sort_keys=False))
             print(f"\nwrote {args.params}")
 
     return cli.run(work)
