@@ -88,7 +88,12 @@ def ray_head(base: Path) -> Iterator[dict[str, str]]:
             "--disable-usage-stats", f"--temp-dir={temp_dir}",
         ],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))},
+        # Its own HOME: a ~/.ray/auth_token (Ray's local mode leaves one) would turn on token
+        # authentication, which the sweep's driver does not use.
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))},
+            "HOME": temp_dir,
+        },
     )  # fmt: skip
     address = f"127.0.0.1:{port}"
     try:
@@ -220,5 +225,6 @@ def test_a_sweep_in_rays_local_mode(project, monkeypatch, tmp_path):
     """A private instance, even where RAY_ADDRESS names a cluster (here: a dead one)."""
     _require_cluster_extra()
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("HOME", str(tmp_path))  # Ray's local mode writes ~/.ray/auth_token
     result, folder = _sweep(project, "ray_local", "hydra.launcher.ray.init.num_cpus=2")
     _check_like_joblib(project, result, folder)
