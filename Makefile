@@ -10,6 +10,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 UI_PORT ?= 5000
 SERVE_PORT ?= 5001
+TRACKING_PORT ?= 5050
 # The project's embedded MLflow store (pipeline.tracking.store).
 STORE_URI := sqlite:///$(CURDIR)/mlflow.db
 
@@ -18,7 +19,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 BEST := reports/best
 
-.PHONY: help install run test test-fast sweep best bench bench-install bench-quick ui serve lint format params clean
+.PHONY: help install run test test-fast sweep best bench bench-install bench-quick ui serve lint format params clean \
+	cluster-install tracking-server tracking-server-stop plots
 
 help:
 	@echo "make run        install, then run the pipeline (dvc repro)"
@@ -31,6 +33,10 @@ help:
 	@echo "make bench-quick    a few-minute smoke run of the benchmark (numbers mean nothing)"
 	@echo "make ui         MLflow UI on the project's store (http://127.0.0.1:$(UI_PORT))"
 	@echo "make serve      serve models:/mnist-mlp@champion over HTTP (http://127.0.0.1:$(SERVE_PORT)/invocations)"
+	@echo "make cluster-install  install Ray and Hydra's Ray launcher (sweeps with hydra/launcher=ray)"
+	@echo "make tracking-server  the team's MLflow server on PostgreSQL (http://127.0.0.1:$(TRACKING_PORT))"
+	@echo "make tracking-server-stop  stop it (its data stays in tracking-server/)"
+	@echo "make plots      dvc plots show, rendered offline (dvc_plots/index.html)"
 	@echo "make lint       ruff check + format check"
 	@echo "make params     regenerate params.yaml from conf/"
 
@@ -64,6 +70,22 @@ best: install
 
 bench-install: install
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,bench]"
+
+# Ray and Hydra's Ray launcher plugin, pinned (the `cluster` extra): hydra/launcher=ray|ray_local.
+cluster-install: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,cluster]"
+
+# PostgreSQL (Debian's package) + `mlflow server`, everything under tracking-server/ (TRACKING_DIR);
+# see scripts/tracking-server for the settings.
+tracking-server: install
+	TRACKING_PORT=$(TRACKING_PORT) scripts/tracking-server start
+
+tracking-server-stop:
+	TRACKING_PORT=$(TRACKING_PORT) scripts/tracking-server stop
+
+# The project's plots as HTML that needs no internet (the template of .dvc/config bundles Vega).
+plots: install
+	dvc plots show
 
 bench: install
 	python -m benchmarks.bench $(BENCH_ARGS)

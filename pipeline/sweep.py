@@ -18,6 +18,7 @@ import contextlib
 import io
 import os
 import sys
+import warnings
 
 import hydra
 
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     sys.argv = [sys.argv[0], *with_default_choices(argv, own_sweep_dir=True)]
     stop_with_parent()  # SIGTERM, or the end of the process that started it: runs end KILLED
+    # conf/hydra/launcher/ray.yaml is named as the Ray plugin's schema, against which Hydra then
+    # checks it (as wanted), with a deprecation warning.
+    warnings.filterwarnings("ignore", r"\s*'hydra/launcher/ray' is validated against ConfigStore")
     app = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(run_point)
     try:
         app()

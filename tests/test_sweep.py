@@ -27,6 +27,7 @@ from pipeline.config import validate
 from pipeline.names import CONF_DIR
 from pipeline.reporting import sweep_summary
 from pipeline.sweeps import parent as sweep_parent
+from pipeline.sweeps import state as sweep_state
 from pipeline.sweeps.points import plain_config
 
 from helpers.project import command_env, run_module
@@ -110,13 +111,41 @@ def test_slurm_launcher_composes():
     assert "OPENBLAS_NUM_THREADS=${hydra.launcher.cpus_per_task}" in " ".join(launcher["setup"])
 
 
-def test_ray_launcher_config_has_the_plugins_keys():
-    """Ray is not installed here; the file needs no plugin to compose."""
-    raw = yaml.safe_load((CONF_DIR / "hydra/launcher/ray_cluster.yaml").read_text())
+@pytest.mark.parametrize(("name", "address"), [("ray", "auto"), ("ray_local", "local")])
+def test_ray_launcher_configs_have_the_plugins_keys(name, address):
+    """The files need no plugin to compose (the sweep checks for it before any point)."""
+    raw = yaml.safe_load((CONF_DIR / f"hydra/launcher/{name}.yaml").read_text())
     assert raw["_target_"] == "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
     assert set(raw["ray"]) == {"init", "remote"}
-    launcher = hydra_compose(["hydra/launcher=ray_cluster"]).hydra.launcher
+    launcher = hydra_compose([f"hydra/launcher={name}"]).hydra.launcher
     assert launcher.ray.remote.num_cpus == 1
+    assert launcher.ray.init.address == address
+    if address == "auto":  # Ray refuses an object store size when it joins a cluster
+        assert launcher.ray.init.object_store_memory is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0123abcd",
+        "sqlite:////tmp/a b/mlflow.db",
+        "http://127.0.0.1:5050",
+        "it's ${x} a\\b, [c]=d",
+        "a\\'b\\",
+        "\\${oc.env:HOME}",
+    ],
+)
+def test_what_the_parent_tells_its_points_travels_in_each_jobs_config(value):
+    """The parent's entries in the master config's Hydra overrides compose, for every job, into
+    ``hydra.job.env_set``, exactly as they were (quotes, interpolations, grammar characters)."""
+    cfg = hydra_compose(["+hydra.job.env_set.OTHER=1"])
+    sweep = {"parent_run_id": "0123abcd", "tracking_uri": value, "experiment": value, "name": "n"}
+    sweep_state.add_to_jobs(cfg, sweep)
+    sweep_state.add_to_jobs(cfg, {**sweep, "parent_run_id": "fedc"})  # a second sweep replaces
+    job = hydra_compose([*OmegaConf.to_container(cfg.hydra.overrides.hydra), "model=wide"]).hydra
+    assert sweep_state.sweep_of_job(job) == {**sweep, "parent_run_id": "fedc"}
+    assert job.job.env_set.OTHER == "1"
+    assert sum("SWEEP_PARENT_RUN_ID" in o for o in job.overrides.hydra) == 1
 
 
 def test_callback_and_help_compose():
@@ -394,9 +423,10 @@ def test_parent_fails_and_exit_status_is_1_when_every_point_failed(
     cfg = hydra_compose([f"hydra.sweep.dir={project / 'multirun'}"])
     callback = sweep_parent.SweepCallback()
     callback.on_multirun_start(cfg)
-    parent_id = json.loads((project / "multirun/sweep.json").read_text())["parent_run_id"]
+    job = hydra_compose(OmegaConf.to_container(cfg.hydra.overrides.hydra)).hydra
+    parent_id = sweep_state.sweep_of_job(job)["parent_run_id"]
     point = project / "multirun/0"
-    point.mkdir()
+    point.mkdir(parents=True)
     failed = _row(0, "reference", 1e5, status="FAILED", parent_run_id=parent_id)
     (point / "result.json").write_text(json.dumps(failed))
     with pytest.raises(SystemExit) as exit_info:
@@ -433,14 +463,18 @@ def test_exit_status_when_every_point_failed(bright_project):
     [
         (["optimizer.learning_rate=0.01,0.1", "model.hidden_sizes=[]"], "model.hidden_sizes"),
         pytest.param(
-            ["model=reference,wide", "hydra/launcher=ray_cluster"],
-            "hydra/launcher=ray_cluster",
+            ["model=reference,wide", "hydra/launcher=ray"],
+            "hydra/launcher=ray",
             marks=pytest.mark.slow,
         ),
     ],
 )
-def test_a_bad_sweep_stops_before_any_point(project, overrides, message):
-    """An invalid config, or a launcher whose plugin is missing: exit 2, nothing tracked."""
+def test_a_bad_sweep_stops_before_any_point(project, overrides, message, monkeypatch):
+    """An invalid config, or a Ray launcher whose plugin is missing or whose cluster does not
+    answer (RAY_ADDRESS names a closed port): exit 2, nothing tracked."""
+    from helpers.mlflow_server import free_port
+
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")
     result = run_sweep(project, "--multirun", *overrides)
     assert result.returncode == 2
     assert message in result.stderr

@@ -134,8 +134,8 @@ class JoblibLauncher(HydraJoblibLauncher):
         from pipeline.files import write_json
         from pipeline.names import RESULT_FILE
         from pipeline.reporting.sweep_summary import FAILED
+        from pipeline.sweeps.parent import open_parent_id
         from pipeline.sweeps.points import is_optuna
-        from pipeline.sweeps.state import read_sweep_file
 
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -157,7 +157,7 @@ class JoblibLauncher(HydraJoblibLauncher):
             "reason": reason,
             "exit_code": cli.FAILED,
             "run_id": None,
-            "parent_run_id": read_sweep_file(sweep_dir).get("parent_run_id"),
+            "parent_run_id": open_parent_id(sweep_dir),
             "pid": pid,
             "host": socket.gethostname(),
             "job_dir": note.get("job_dir"),

@@ -1,13 +1,14 @@
 """The sweep as a whole: its MLflow parent run and its summary (``hydra/callbacks=sweep``).
 
 :meth:`SweepCallback.on_multirun_start` runs in the main process before the launcher starts any
-point: it validates the base config, starts the parent run and writes its id and store to
-``<sweep dir>/sweep.json`` (:mod:`pipeline.sweeps.state`), a file rather than an environment
-variable so that it reaches points started by any launcher. :meth:`~SweepCallback.on_multirun_end`
-collects every point's ``result.json``, registers the best point's model (chosen on validation
-accuracy) as a version of ``mnist-mlp`` and moves the alias ``champion`` to it when it beats the
-champion (:func:`promote`), writes the summary to ``reports/sweep/<grid>/`` (``<grid>``: the
-chosen ``sweep`` config, or ``adhoc``), logs it to the parent run and ends that.
+point: it validates the base config, starts the parent run and adds its id, store, experiment and
+name to the Hydra overrides every job is composed from (:mod:`pipeline.sweeps.state`), so that
+they travel with each job to whichever process or machine the launcher runs it on.
+:meth:`~SweepCallback.on_multirun_end` collects every point's ``result.json``, registers the best
+point's model (chosen on validation accuracy) as a version of ``mnist-mlp`` and moves the alias
+``champion`` to it when it beats the champion (:func:`promote`), writes the summary to
+``reports/sweep/<grid>/`` (``<grid>``: the chosen ``sweep`` config, or ``adhoc``), logs it to the
+parent run and ends that.
 
 The parent run's parameters are the grid (each swept key and its values, as written); its
 metrics are the point counts, the sweep's seconds and the best point's numbers under the names
@@ -18,7 +19,6 @@ parent's row lines up with its children's in the MLflow UI.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -37,7 +37,7 @@ from pipeline import cli, tracking
 from pipeline.config import ConfigError, to_dict, validate
 from pipeline.data.dataset import check_split, data_digests, split_made
 from pipeline.errors import PipelineError
-from pipeline.files import require, safe_name, write_json
+from pipeline.files import require, safe_name
 from pipeline.names import (
     CHAMPION,
     CURVES,
@@ -49,8 +49,9 @@ from pipeline.names import (
 )
 from pipeline.reporting import study, sweep_summary
 from pipeline.reporting.sweep_summary import FINISHED
+from pipeline.sweeps import launchers
 from pipeline.sweeps.points import is_optuna, plain_config
-from pipeline.sweeps.state import SWEEP_FILE, sweep_dir_of
+from pipeline.sweeps.state import add_to_jobs, sweep_dir_of
 from pipeline.tracking.provenance import HOST_TAG, PID_TAG, STARTED_TAG, pipeline_outputs
 from pipeline.tracking.provenance import process_tags as tracking_process_tags
 from pipeline.tracking.reaper import stale_reason
@@ -98,21 +99,6 @@ class _OpenSweep:
 # Keyed by sweep folder. Module state, not the callback's: Hydra pickles its callbacks along with
 # every job it sends to a worker process, and an open MLflow run cannot be pickled.
 _OPEN: dict[Path, _OpenSweep] = {}
-
-
-def _check_launcher(hydra_cfg: DictConfig) -> str:
-    """The launcher's class name; a :class:`ConfigError` when its plugin is not installed."""
-    target = str(OmegaConf.select(hydra_cfg, "launcher._target_") or "")
-    module, _, attribute = target.rpartition(".")
-    try:
-        getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError, ValueError):
-        choice = OmegaConf.select(hydra_cfg, "runtime.choices") or {}
-        raise ConfigError(
-            f"hydra/launcher={choice.get('hydra/launcher')}: cannot load {target}; install its "
-            "Hydra plugin (see conf/hydra/launcher/ and the README)"
-        ) from None
-    return attribute
 
 
 #: Set by DVC in the environment of a stage's command: the stage's name.
@@ -200,8 +186,8 @@ def _reports_dir(cwd: Path, reports: Path, sweep_dir: Path) -> Path:
 
 
 def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
-    """Check the base config, the data and the launcher, start the parent run, write
-    ``sweep.json``. Returns the parent run's id."""
+    """Check the base config, the data and the launcher, start the parent run, and make every
+    job carry its id. Returns the parent run's id."""
     hc = config.hydra
     cwd = Path(hc.runtime.cwd)
     sweep_dir = sweep_dir_of(hc)
@@ -212,7 +198,7 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
     check_split(base.data, split_made(data_path.with_name(SUMMARY.name)), data_path)
     _check_folder_is_ours(cwd, sweep_dir)
     reports_dir = _reports_dir(cwd, Path(reports) / name, sweep_dir)
-    launcher = _check_launcher(hc)
+    launcher = launchers.check(hc)
     _claim_folder(sweep_dir)
     overrides = " ".join(hc.overrides.task)
     grid = _grid(hc)
@@ -245,9 +231,8 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
     try:
         base_yaml = yaml.safe_dump(to_dict(base), sort_keys=False, default_flow_style=None)
         run.log_text(base_yaml, "base_config.yaml")
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        write_json(
-            sweep_dir / SWEEP_FILE,
+        add_to_jobs(
+            config,
             {
                 "parent_run_id": run.id,
                 "tracking_uri": run.uri,
@@ -260,6 +245,13 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
         raise
     log.info("sweep %r: MLflow parent run %s, points in %s", name, run.id, sweep_dir)
     return run.id
+
+
+def open_parent_id(sweep_dir: Path) -> str | None:
+    """The id of the parent run of the sweep in ``sweep_dir`` while it is open in this process
+    (the launcher runs in the process that started it)."""
+    state = _OPEN.get(Path(sweep_dir).absolute())
+    return state.run.id if state is not None else None
 
 
 def finish_sweep(

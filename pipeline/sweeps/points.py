@@ -29,7 +29,7 @@ from pipeline.errors import install_sigterm_handler
 from pipeline.files import write_json
 from pipeline.names import BLAS_THREADS_TAG, N_CLASSES, N_INPUTS, PROCESSED, RESULT_FILE, SUMMARY
 from pipeline.reporting.sweep_summary import FAILED, FINISHED, override_key
-from pipeline.sweeps.state import read_sweep_file, sweep_dir_of
+from pipeline.sweeps.state import sweep_of_job
 from pipeline.threads import blas_pool_size
 from pipeline.training.frameworks import training_threads
 from pipeline.training.progress import ProgressBar
@@ -70,7 +70,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     multirun = hc.mode == RunMode.MULTIRUN
     cwd = Path(hc.runtime.cwd)
     job_dir = Path(hc.runtime.output_dir)
-    sweep = read_sweep_file(sweep_dir_of(hc)) if multirun else {}
+    sweep = sweep_of_job(hc) if multirun else {}
     row: dict[str, Any] = {
         "job": int(hc.job.num) if multirun else 0,
         "overrides": list(hc.overrides.task),
