@@ -64,8 +64,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fit-accuracy-half-is-one",
         "mlp/network.py",
-        "np.greater(out[:, 0], 0.5, out=self.predicted[lo:hi], casting=\"unsafe\")",
-        "np.greater_equal(out[:, 0], 0.5, out=self.predicted[lo:hi], casting=\"unsafe\")",
+        'np.greater(out[:, 0], 0.5, out=self.predicted[lo:hi], casting="unsafe")',
+        'np.greater_equal(out[:, 0], 0.5, out=self.predicted[lo:hi], casting="unsafe")',
         (BOUNDARIES,),
         "fit's epoch accuracy: exactly 0.5 counts as class 1",
     ),
@@ -250,7 +250,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "build-early-stopping-ignores-monitor",
         "pipeline/training/build.py",
         "return EarlyStopping(e.monitor, e.patience, e.min_delta, e.restore_best)",
-        "return EarlyStopping(\"val_accuracy\", e.patience, e.min_delta, e.restore_best)",
+        'return EarlyStopping("val_accuracy", e.patience, e.min_delta, e.restore_best)',
         (KEYS + "::test_key_reaches_the_library_as_documented",),
         "train.early_stopping.monitor never reaches EarlyStopping",
         k="monitor",
@@ -381,8 +381,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "best-json-wrong-key",
         "pipeline/reporting/sweep_summary.py",
-        '            "val_cross_entropy",\n            "test_top1_accuracy",\n            "test_cross_entropy",\n            "train_seconds",\n        ):\n            value = best.get(key)',
-        '            "val_cross_entropy",\n            "test_top1_accuracy",\n            "test_cross_entropy",\n            "train_seconds",\n        ):\n            value = best.get(key.replace("val_", "test_"))',
+        "            value = best.get(key)\n",
+        '            value = best.get(key.replace("val_", "test_"))\n',
         (DECISIONS,),
         "best.json's validation numbers are the test numbers",
     ),
@@ -399,8 +399,11 @@ MUTANTS: tuple[Mutant, ...] = (
         "pipeline/sweeps/parent.py",
         'better = float(new_tags["val_top1_accuracy"]) > float(old_tags["val_top1_accuracy"])',
         'better = float(new_tags["val_top1_accuracy"]) >= float(old_tags["val_top1_accuracy"])',
-        (DECISIONS, "tests/test_sweep.py::test_champion_moves_only_to_a_better_model_on_the_same_"
-         "validation_data"),
+        (
+            DECISIONS,
+            "tests/test_sweep.py::test_champion_moves_only_to_a_better_model_on_the_same_"
+            "validation_data",
+        ),
         "the champion moves to an equally good model",
     ),
     Mutant(
@@ -466,9 +469,7 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
-def run_tests(
-    copy: Path, tests: tuple[str, ...], k: str, timeout: float
-) -> tuple[str, float, str]:
+def run_tests(copy: Path, tests: tuple[str, ...], k: str, timeout: float) -> tuple[str, float, str]:
     """``("killed" | "survived" | "timeout", seconds, last lines)`` of the tests in ``copy``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PYTHONPATH"] = str(copy)

@@ -202,7 +202,7 @@ CASES: dict[str, tuple[list[str], str, dict[str, Any]]] = {
         {"epochs": 6, "early_stopping": lambda: EarlyStopping("val_accuracy", 1, 0.5, True)},
     ),
     "train.early_stopping.patience": (
-        ["train.epochs=6", "train.early_stopping.enabled=true", "train.early_stopping.min_delta=0.5"],
+        ["train.epochs=6", *ES[:1], "train.early_stopping.min_delta=0.5"],
         "train.early_stopping.patience=2",
         {"epochs": 6, "early_stopping": lambda: EarlyStopping("val_accuracy", 2, 0.5, True)},
     ),
@@ -230,7 +230,9 @@ ELSEWHERE = {
     "tracking.experiment": (
         "tests/test_config_keys.py::test_tracking_keys_and_model_name_reach_the_run"
     ),
-    "data.train_limit": "tests/test_config_keys.py::test_tracking_keys_and_model_name_reach_the_run",
+    "data.train_limit": (
+        "tests/test_config_keys.py::test_tracking_keys_and_model_name_reach_the_run"
+    ),
     "data.mirrors": "tests/test_config_keys.py::test_download_keys_reach_the_download",
     "data.files": "tests/test_config_keys.py::test_download_keys_reach_the_download",
     "data.timeout": "tests/test_config_keys.py::test_download_keys_reach_the_download",

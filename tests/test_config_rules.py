@@ -178,6 +178,7 @@ RULES: dict[str, tuple[list[str], list[str]]] = {
     "tracking.experiment": (["tracking.experiment=' '"], ["tracking.experiment=x"]),
 }
 
+
 def overrides(text: str) -> list[str]:
     """``"a=1 b='x y'"`` -> ``["a=1", "b='x y'"]``: split before each ``key=``."""
     return re.split(r" (?=[\w.+~]+=)", text)

@@ -254,7 +254,7 @@ def test_every_number_of_the_comparison_is_its_sources(compared):
             ]
         )
     )
-    result, run_id = compare.run(cfg)
+    _, run_id = compare.run(cfg)
     written = json.loads((compared / "reports/comparison.json").read_text())
     ref_numpy, ref_tf, ours, theirs = written["table"]
     assert (ours["key"], theirs["key"]) == ("numpy", "tensorflow")
@@ -269,9 +269,7 @@ def test_every_number_of_the_comparison_is_its_sources(compared):
     assert written["speedup_vs_reference_numpy"] == ref_numpy["train_seconds"] / 1.37
     assert written["speedup_vs_reference_tensorflow"] == ref_tf["train_seconds"] / 1.37
     for verdict in written["quality"]:
-        other = {"tensorflow": theirs, "reference_numpy": ref_numpy}.get(
-            verdict["against"], ref_tf
-        )
+        other = {"tensorflow": theirs, "reference_numpy": ref_numpy}.get(verdict["against"], ref_tf)
         assert verdict["ours"] == ours[verdict["column"]]
         assert verdict["theirs"] == other[verdict["column"]]
         assert verdict["difference"] == ours[verdict["column"]] - other[verdict["column"]]
