@@ -1,5 +1,6 @@
-"""``python tests/helpers/interrupt_probe.py URI [--library-default]``: SIGINT at every line of
-a tracking-store write, one position per write; prints one JSON line of what happened.
+"""``python tests/helpers/interrupt_probe.py URI [--stride K] [--library-default]``: SIGINT at
+every (K-th) line of a tracking-store write, one position per write; prints one JSON line of what
+happened.
 
 The run is started through :func:`pipeline.tracking.start_run`; then for n = 1, 2, ... a trace
 function counts the lines executed in MLflow, SQLAlchemy and sqlite3 while the run logs a metric,
@@ -27,7 +28,7 @@ HANG_SECONDS = 60
 WATCHED = ("/mlflow/", "/sqlalchemy/", "/sqlite3/")
 
 
-def main(uri: str, library_default: bool) -> int:
+def main(uri: str, library_default: bool, stride: int = 1) -> int:
     if not library_default:
         errors.install_sigterm_handler()
     fired: list[str] = []
@@ -39,7 +40,7 @@ def main(uri: str, library_default: bool) -> int:
                 position += 1
                 count = 0
 
-                def local(frame, event, arg, target=position):
+                def local(frame, event, arg, target=1 + (position - 1) * stride):
                     nonlocal count
                     if event == "line":
                         count += 1
@@ -62,6 +63,7 @@ def main(uri: str, library_default: bool) -> int:
                     sys.settrace(None)
                 if len(fired) < position:  # the write ran out of lines: every position tried
                     break
+                print(f"{position} {fired[-1]} {interrupted}", file=sys.stderr, flush=True)
                 lost += not interrupted
                 # The interrupt was handled; a command that goes on needs no deadline.
                 if errors._deadline is not None:
@@ -80,4 +82,6 @@ def main(uri: str, library_default: bool) -> int:
 
 if __name__ == "__main__":
     faulthandler.enable()
-    sys.exit(main(sys.argv[1], "--library-default" in sys.argv[2:]))
+    options = sys.argv[2:]
+    stride = int(options[options.index("--stride") + 1]) if "--stride" in options else 1
+    sys.exit(main(sys.argv[1], "--library-default" in options, stride))
