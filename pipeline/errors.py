@@ -52,6 +52,7 @@ INTERRUPT_GRACE_SECONDS = 30.0
 _deferring = 0  # depth of :func:`deferred_signals` blocks in the main thread
 _pending: int | None = None  # a signal that arrived inside one, raised when it ends
 _deadline: threading.Timer | None = None
+_exit_deadline = False  # whether an interrupt arms it: a command's process, not a library user
 
 
 def _hard_exit(code: int, why: str) -> None:
@@ -69,7 +70,7 @@ def _arm_deadline(code: int) -> None:
     """After an interrupt, the process ends within :data:`INTERRUPT_GRACE_SECONDS` whatever
     happens (a lock left held by a library, a thread that never ends)."""
     global _deadline
-    if _deadline is None:
+    if _exit_deadline and _deadline is None:
         why = f"still not ended {INTERRUPT_GRACE_SECONDS:g} s after the interrupt"
         _deadline = threading.Timer(INTERRUPT_GRACE_SECONDS, _hard_exit, (code, why))
         _deadline.daemon = True
@@ -117,13 +118,16 @@ def deferred_signals() -> Iterator[None]:
             _raise_for(signum)
 
 
-def install_sigterm_handler() -> bool:
+def install_sigterm_handler(*, deadline: bool = False) -> bool:
     """Turn SIGTERM into :class:`Terminated` and Ctrl-C (SIGINT) into ``KeyboardInterrupt`` in
     the main thread, so that an open run ends KILLED and nothing half-written stays; both wait
-    for a tracking-store call in progress (:func:`deferred_signals`), and the process ends
-    within :data:`INTERRUPT_GRACE_SECONDS` of them. A SIGINT this process was started to ignore
-    stays ignored. Returns False (and does nothing) when not called from the main thread, where
-    Python cannot install signal handlers."""
+    for a tracking-store call in progress (:func:`deferred_signals`). With ``deadline`` (a
+    command, which ends on them), the process exits within :data:`INTERRUPT_GRACE_SECONDS` of
+    them whatever else happens. A SIGINT this process was started to ignore stays ignored.
+    Returns False (and does nothing) when not called from the main thread, where Python cannot
+    install signal handlers."""
+    global _exit_deadline
+    _exit_deadline = _exit_deadline or deadline
     try:
         signal.signal(signal.SIGTERM, _on_signal)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:

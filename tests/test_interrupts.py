@@ -104,7 +104,7 @@ def test_a_process_that_does_not_end_after_an_interrupt_exits_within_the_grace_p
         import signal, threading
         from pipeline import errors
         errors.INTERRUPT_GRACE_SECONDS = 0.5
-        errors.install_sigterm_handler()
+        errors.install_sigterm_handler(deadline=True)  # as every command does
         try:
             signal.raise_signal(signal.SIGINT)
         except KeyboardInterrupt:
@@ -116,6 +116,26 @@ def test_a_process_that_does_not_end_after_an_interrupt_exits_within_the_grace_p
     assert result.stdout.strip() == "interrupted"
     assert "still not ended 0.5 s after the interrupt" in result.stderr
     assert "the next command that opens the MLflow store ends the run KILLED" in result.stderr
+
+
+def test_without_a_deadline_an_interrupted_process_may_go_on():
+    """Code that catches the interrupt and goes on (a test, a library user) is not cut short."""
+    result = _python(
+        """
+        import signal, time
+        from pipeline import errors
+        errors.INTERRUPT_GRACE_SECONDS = 0.2
+        errors.install_sigterm_handler()
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except SystemExit:
+            pass
+        time.sleep(1.0)
+        print("went on")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "went on"
 
 
 def test_a_sigint_the_process_was_started_to_ignore_stays_ignored():
