@@ -16,7 +16,8 @@ comparison, the config rules, the way config keys reach the library, the downloa
     python tests/mutants.py --out mutation.md                  # also write the report
 
 Exit status 0 when every mutant not marked equivalent was killed, 1 otherwise. It is not part of
-``make test``: it runs the selected fast tests once per mutant (about ten minutes on two cores).
+``make test``: it runs the selected fast tests once per mutant (under half an hour on two busy
+cores).
 """
 
 from __future__ import annotations
@@ -192,6 +193,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "return value > self.best",
         ("tests/test_mlp_regularization.py", KEYS + "::test_key_reaches_the_library_as_documented"),
         "early stopping ignores min_delta on accuracy",
+        k="stop or min_delta",
     ),
     Mutant(
         "early-stopping-patience-off-by-one",
@@ -353,6 +355,7 @@ MUTANTS: tuple[Mutant, ...] = (
         '            -_number(r["test_top1_accuracy"]),',
         (DECISIONS, "tests/test_sweep.py::test_best_point_is_chosen_on_validation_accuracy"),
         "the best point ranked on test accuracy",
+        k="best or rankings",
     ),
     Mutant(
         "best-tie-on-higher-loss",
@@ -361,6 +364,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "-loss if math.isfinite(loss) else math.inf,",
         (DECISIONS,),
         "ties broken towards the higher validation cross-entropy",
+        k="best or ties",
     ),
     Mutant(
         "best-may-be-failed",
@@ -369,6 +373,7 @@ MUTANTS: tuple[Mutant, ...] = (
         'if math.isfinite(_number(r.get("val_top1_accuracy")))',
         (DECISIONS,),
         "a failed point can be the best",
+        k="best",
     ),
     Mutant(
         "summary-table-val-ce-is-test-ce",
@@ -377,6 +382,7 @@ MUTANTS: tuple[Mutant, ...] = (
         '_fmt(entry["test_cross_entropy"]),',
         (DECISIONS,),
         "summary.md's validation CE column shows the test CE",
+        k="summary",
     ),
     Mutant(
         "best-json-wrong-key",
@@ -385,6 +391,7 @@ MUTANTS: tuple[Mutant, ...] = (
         '            value = best.get(key.replace("val_", "test_"))\n',
         (DECISIONS,),
         "best.json's validation numbers are the test numbers",
+        k="summary",
     ),
     Mutant(
         "study-objective-on-test",
@@ -393,6 +400,7 @@ MUTANTS: tuple[Mutant, ...] = (
         'OBJECTIVE = "test_top1_accuracy"',
         (DECISIONS,),
         "the search history follows the test accuracy",
+        k="search_history",
     ),
     Mutant(
         "champion-moves-on-a-tie",
@@ -405,6 +413,7 @@ MUTANTS: tuple[Mutant, ...] = (
             "validation_data",
         ),
         "the champion moves to an equally good model",
+        k="champion",
     ),
     Mutant(
         "champion-on-test",
@@ -413,6 +422,7 @@ MUTANTS: tuple[Mutant, ...] = (
         'better = float(new_tags["test_top1_accuracy"]) > float(old_tags["test_top1_accuracy"])',
         (DECISIONS,),
         "the champion moves on test accuracy",
+        k="champion",
     ),
     # ------------------------------------------------------------------ the comparison
     Mutant(
@@ -422,6 +432,7 @@ MUTANTS: tuple[Mutant, ...] = (
         '"test_micro_precision": "recall",\n    "test_micro_recall": "precision",',
         (DECISIONS, "tests/test_compare.py"),
         "precision and recall columns swapped",
+        k="comparison or ratios or verdict",
     ),
     Mutant(
         "comparison-speedup-inverted",
@@ -430,6 +441,7 @@ MUTANTS: tuple[Mutant, ...] = (
         '"speedup_vs_tensorflow": seconds / tensorflow["train_seconds"],',
         (DECISIONS, "tests/test_compare.py"),
         "the speed-up over TensorFlow inverted",
+        k="comparison or ratios",
     ),
     Mutant(
         "comparison-tf-row-from-params",
@@ -438,6 +450,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "batch_size=t.batch_size,",
         (DECISIONS,),
         "TensorFlow's batch size taken from params.yaml, not from its run",
+        k="comparison",
     ),
     Mutant(
         "comparison-match-tolerance-strict",
