@@ -9,11 +9,19 @@ training images and tests on the 10,000 test images:
 
 with every implementation on the identical configuration (softmax + cross-entropy, plain SGD,
 float32, the same initial weights, reshuffled every epoch; see benchmarks/peers.py for how each
-peer is set up). Every run is a fresh process with the same number of BLAS/framework threads;
-the order of the implementations alternates between repeats (ABC, CBA, ...). Reported per
-configuration and implementation: median training seconds, samples per second, the median of
-peer time / our time, test top-1 accuracy, GFLOP/s of the matrix products and peak resident
-memory; and the machine's float32 sgemm peak, measured with NumPy, to compare (c) against.
+peer is set up). Every run is a fresh process; the peers get --threads BLAS/framework threads
+(default: every core), ours the count the thread policy picks for the configuration on that many
+cores (`train.blas_threads: auto`), and, to judge the policy, ours again on one thread and on
+all of them. The order of the implementations alternates between repeats (ABC, CBA, ...).
+
+Contention: each configuration is measured quiet, then with 1 and with 2 busy background
+processes (--loads) that the benchmark starts before and stops after that block of runs, each
+a Python loop spinning on one core; the ratios compare implementations under the same load.
+
+Reported per configuration, load and implementation: median training seconds, samples per
+second, the median of peer time / our time, test top-1 accuracy, GFLOP/s of the matrix products
+and peak resident memory; and the machine's float32 sgemm peak, measured with NumPy, to compare
+(c) against.
 
 Peers that are not installed (scikit-learn and PyTorch are the optional extra `bench`) are
 skipped, saying so. Writes reports/benchmark.json and reports/benchmark.md, prints the table,
@@ -25,6 +33,7 @@ MNIST comes from $MNIST_MIRROR or data/raw (after `dvc repro download`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.metadata
 import json
@@ -35,17 +44,40 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks import data as bench_data
 from benchmarks.configs import CONFIGS, BenchConfig, training_flops
-from benchmarks.peers import IMPLEMENTATIONS, PEERS, split_available
+from benchmarks.peers import IMPLEMENTATIONS, OURS_FIXED, PEERS, split_available
 from benchmarks.report import check_targets, render_markdown, summarise
 from pipeline.files import atomic_write, write_json
+from pipeline.machine import available_cores
+from pipeline.threads import choose_threads
 
 REPO = Path(__file__).resolve().parents[1]
-#: What --quick changes (unless given explicitly): fewer images, one epoch, one repeat.
-QUICK = {"n_train": 5000, "n_test": 1000, "epochs": 1, "repeats": 1, "sgemm_sizes": [256, 512]}
+#: What --quick changes (unless given explicitly): fewer images, one epoch, one repeat, quiet
+#: and one busy process.
+QUICK = {
+    "n_train": 5000,
+    "n_test": 1000,
+    "epochs": 1,
+    "repeats": 1,
+    "sgemm_sizes": [256, 512],
+    "loads": "0,1",
+}
+#: Busy background processes per block of runs, by default: quiet, one, two.
+LOADS = "0,1,2"
+#: A busy background process: one core's worth of pure Python, until its parent goes away.
+BUSY_LOOP = """
+import os, sys
+parent = int(sys.argv[1])
+while os.getppid() == parent:
+    for _ in range(100_000):
+        pass
+"""
+#: Seconds the busy processes get to start spinning before the runs begin.
+BUSY_WARMUP = 1.0
 SGEMM_SIZES = [1024, 2048, 3072]
 SGEMM_REPEATS = 5
 #: Environment variables that size thread pools when a library starts.
@@ -73,13 +105,6 @@ class WorkerError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------- the machine
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -175,6 +200,46 @@ def run_worker(spec: dict, scratch: Path, timeout: float) -> dict:
         result_path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def busy_processes(n: int) -> Iterator[list[subprocess.Popen]]:
+    """``n`` busy background processes (:data:`BUSY_LOOP`) for the duration of the block:
+    started, given :data:`BUSY_WARMUP` seconds, and stopped at its end, also when it fails.
+    Each also stops by itself when this process goes away (even killed)."""
+    started: list[subprocess.Popen] = []
+    try:
+        for _ in range(n):
+            started.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", BUSY_LOOP, str(os.getpid())],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        if started:
+            time.sleep(BUSY_WARMUP)
+        yield started
+    finally:
+        for process in started:
+            process.terminate()
+        for process in started:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def thread_count(implementation: str, cfg: BenchConfig, threads: int) -> int:
+    """The BLAS/framework threads of ``implementation`` on ``cfg`` with ``threads`` cores to use:
+    the thread policy's count for ``ours``, 1 for ``ours-1``, ``threads`` for everyone else."""
+    if implementation == "ours":
+        return choose_threads(cfg.layer_sizes, cfg.batch_size, threads)
+    if implementation == "ours-1":
+        return 1
+    return threads
+
+
 def alternating(implementations: list[str], repeat: int) -> list[str]:
     """The order of repeat ``repeat`` (0-based): as given, then reversed, then as given, ..."""
     return list(implementations) if repeat % 2 == 0 else list(reversed(implementations))
@@ -205,6 +270,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=available_cores(),
         help="BLAS/framework threads for every implementation (default: all cores, "
         f"{available_cores()})",
+    )
+    parser.add_argument(
+        "--loads",
+        default=None,
+        help=f"comma-separated numbers of busy background processes to measure under "
+        f"(default {LOADS}; --quick {QUICK['loads']}); 0 is the quiet machine",
     )
     parser.add_argument("--seed", type=int, default=0, help="initial weights and shuffling")
     parser.add_argument(
@@ -245,9 +316,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if bad:
         parser.error(f"--peers: unknown {bad}; choose from {', '.join(PEERS)}")
     if args.quick:
-        for key in ("n_train", "n_test", "epochs", "repeats"):
+        for key in ("n_train", "n_test", "epochs", "repeats", "loads"):
             if getattr(args, key) is None:
                 setattr(args, key, QUICK[key])
+    try:
+        args.loads = sorted({int(n) for n in (args.loads or LOADS).split(",") if n.strip()})
+    except ValueError:
+        parser.error(f"--loads: expected numbers of busy processes like {LOADS}")
+    if not args.loads or min(args.loads) < 0:
+        parser.error(f"--loads: expected numbers >= 0 of busy processes like {LOADS}")
     if args.out_dir is None:
         args.out_dir = Path("reports/quick" if args.quick or args.synthetic else "reports")
     if args.repeats is None:
@@ -276,19 +353,20 @@ def measure(
     runs = []
     for repeat in range(args.repeats):
         for impl in alternating(implementations, repeat):
+            threads = thread_count(impl, cfg, args.threads)
             spec = {
                 "kind": "train",
                 "implementation": impl,
                 "config": cfg.as_dict(),
                 "data": str(data_dir),
                 "seed": args.seed,
-                "threads": args.threads,
+                "threads": threads,
             }
-            record = {"implementation": impl, "repeat": repeat}
+            record = {"implementation": impl, "repeat": repeat, "threads": threads}
             try:
                 record.update(run_worker(spec, scratch, args.timeout))
                 print(
-                    f"  {impl:8s} run {repeat + 1}: {record['seconds']:8.2f} s, "
+                    f"  {impl:8s} ({threads} thr) run {repeat + 1}: {record['seconds']:8.2f} s, "
                     f"test top-1 {record['test_top1_accuracy']:.4f}, "
                     f"peak RSS {record['peak_rss_mb']:,.0f} MiB, "
                     f"other processes {record.get('other_cpu_load', 0):.2f} cores",
@@ -335,11 +413,23 @@ def run_benchmark(args: argparse.Namespace, data: dict, scratch: Path) -> dict:
         not_applicable = {
             p: reason for p in peers if (reason := IMPLEMENTATIONS[p].not_applicable(cfg))
         }
-        implementations = ["ours", *(p for p in peers if p not in not_applicable)]
+        fixed = list(OURS_FIXED) if args.threads > 1 else []
+        implementations = ["ours", *fixed, *(p for p in peers if p not in not_applicable)]
         print(f"\n({name}) {cfg.description}", flush=True)
-        runs = measure(cfg, implementations, args, data_dir, scratch)
         flops = training_flops(cfg.layer_sizes, n_train, cfg.epochs)
-        results = summarise(runs, n_train=n_train, epochs=cfg.epochs, flops=flops)
+        loads: dict[str, dict] = {}
+        for busy in args.loads:
+            if busy:
+                print(f" with {busy} busy background process(es):", flush=True)
+            with busy_processes(busy):
+                runs = measure(cfg, implementations, args, data_dir, scratch)
+            loads[str(busy)] = {
+                "busy_processes": busy,
+                "results": summarise(runs, n_train=n_train, epochs=cfg.epochs, flops=flops),
+                "runs": runs,
+            }
+        # The least loaded block (quiet, by default) is the configuration's main table.
+        results, runs = loads[str(args.loads[0])]["results"], loads[str(args.loads[0])]["runs"]
         configs[name] = {
             "description": cfg.description,
             "config": cfg.as_dict(),
@@ -349,8 +439,10 @@ def run_benchmark(args: argparse.Namespace, data: dict, scratch: Path) -> dict:
             "training_flops": flops,
             "orders": [alternating(implementations, r) for r in range(min(args.repeats, 2))],
             "not_applicable": not_applicable,
+            "threads": {impl: thread_count(impl, cfg, args.threads) for impl in implementations},
             "results": results,
             "runs": runs,
+            "loads": loads,
         }
 
     print("\nsgemm peak again...", flush=True)
@@ -368,6 +460,7 @@ def run_benchmark(args: argparse.Namespace, data: dict, scratch: Path) -> dict:
             "peers_requested": args.peers,
             "repeats": args.repeats,
             "threads": args.threads,
+            "loads": args.loads,
             "seed": args.seed,
             "quick": args.quick,
             "synthetic": args.synthetic,
@@ -408,10 +501,16 @@ def mlflow_metrics(report: dict) -> dict[str, float]:
         "fraction_of_sgemm_peak",
     )
     for name, entry in report["configs"].items():
-        for impl, row in entry["results"].items():
-            for key in keys:
-                if row.get(key) is not None and not (impl == "ours" and key == "ratio_to_ours"):
-                    metrics[f"{name}.{impl}.{key}"] = float(row[key])
+        # The main table (the least loaded block), then each busier block under busy<n>.
+        loads = entry.get("loads", {})
+        least = min(loads, key=int) if loads else None
+        blocks = [("", entry["results"])]
+        blocks += [(f"busy{n}.", b["results"]) for n, b in loads.items() if n != least]
+        for prefix, results in blocks:
+            for impl, row in results.items():
+                for key in keys:
+                    if row.get(key) is not None and not (impl == "ours" and key == "ratio_to_ours"):
+                        metrics[f"{name}.{prefix}{impl}.{key}"] = float(row[key])
     return metrics
 
 

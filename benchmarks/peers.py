@@ -7,7 +7,9 @@ and evaluation are outside the clock) and the test top-1 accuracy. They run in a
 each (:mod:`benchmarks.worker`), with the BLAS thread pools already limited.
 
 =========  =====================================================================================
-ours       ``MLP.fit(X, y, epochs, batch_size, SGD(learning_rate))``
+ours       ``MLP.fit(X, y, epochs, batch_size, SGD(learning_rate))`` on the BLAS threads the
+           thread policy picks (:func:`pipeline.threads.choose_threads`, as ``train.blas_threads:
+           auto`` does); ``ours-1`` and ``ours-all`` the same on one thread and on every thread
 bare       :func:`benchmarks.bare_loop.train_bare`, a textbook NumPy loop of the same math; only
            the reference network (two tanh hidden layers); same batch order as ours
 keras      ``keras.Sequential`` of ``Dense`` layers (softmax output),
@@ -263,6 +265,9 @@ class Implementation:
 
 IMPLEMENTATIONS: dict[str, Implementation] = {
     "ours": Implementation("ours", "mlp (NumPy)", ("numpy",), ("numpy",), train_ours),
+    # Ours with a fixed BLAS thread count instead of the thread policy (``ours``), to judge it.
+    "ours-1": Implementation("ours-1", "mlp, 1 thread", ("numpy",), ("numpy",), train_ours),
+    "ours-all": Implementation("ours-all", "mlp, all threads", ("numpy",), ("numpy",), train_ours),
     "bare": Implementation(
         "bare", "bare NumPy loop", ("numpy",), ("numpy",), train_bare_loop, bare_not_applicable
     ),
@@ -293,6 +298,8 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
 }
 #: The peers, in the order they are run and reported (``ours`` is always run).
 PEERS = ("bare", "keras", "sklearn", "torch")
+#: Ours on fixed thread counts: run beside ``ours`` (the thread policy) when there are 2+ cores.
+OURS_FIXED = ("ours-1", "ours-all")
 
 
 def missing_modules(name: str) -> list[str]:
@@ -303,7 +310,7 @@ def missing_modules(name: str) -> list[str]:
 def split_available(requested: list[str]) -> tuple[list[str], dict[str, str]]:
     """``(available, skipped)``: the requested peers that are installed, in order, and why each
     of the others is skipped. Unknown names raise ``ValueError``."""
-    unknown = [name for name in requested if name not in IMPLEMENTATIONS or name == "ours"]
+    unknown = [name for name in requested if name not in PEERS]
     if unknown:
         raise ValueError(f"unknown peer(s) {unknown}; choose from {', '.join(PEERS)}")
     available, skipped = [], {}

@@ -14,6 +14,12 @@ import statistics
 from collections.abc import Iterable, Mapping
 
 REFERENCE = "ours"
+#: Ours on fixed thread counts (one, all), beside the thread policy's ``ours``.
+OURS_FIXED = ("ours-1", "ours-all")
+#: The thread policy's time / the best fixed count's, at most: quiet, and with busy processes.
+POLICY_QUIET, POLICY_LOADED = 1.05, 1.25
+#: (a) with two busy processes: our time / our quiet time, at most.
+LOADED_SLOWDOWN = {"a": 2.0}
 
 #: Minimum peer time / our time, per (configuration, peer). (b) and (c): no slower than any peer.
 SPEED_TARGETS: dict[tuple[str, str], float] = {
@@ -111,7 +117,7 @@ def check_targets(configs: Mapping[str, Mapping], sgemm_gflops: float | None) ->
         results = entry["results"]
         ours = results.get(REFERENCE, {})
         for peer, row in results.items():
-            if peer == REFERENCE:
+            if peer == REFERENCE or peer in OURS_FIXED:
                 continue
             target = speed_target(name, peer)
             if target is not None:
@@ -149,7 +155,103 @@ def check_targets(configs: Mapping[str, Mapping], sgemm_gflops: float | None) ->
                     "met": None if fraction is None else fraction >= SGEMM_FRACTION[name],
                 }
             )
+        checks += contention_checks(name, entry)
     return checks
+
+
+def _check(config: str, check: str, target: str, value: float | None, ok) -> dict:
+    return {
+        "config": config,
+        "check": check,
+        "target": target,
+        "value": value,
+        "met": None if value is None else bool(ok(value)),
+    }
+
+
+def _load_name(busy: int) -> str:
+    return "quiet" if busy == 0 else f"{busy} busy"
+
+
+def contention_checks(name: str, entry: Mapping) -> list[dict]:
+    """The thread policy's targets on one configuration, per load: its time within 1.05x
+    (quiet) or 1.25x (busy) of the best fixed thread count's; with busy processes, every peer
+    still slower than ours; (a) with two busy processes at most 2x its quiet time."""
+    checks = []
+    loads = {int(n): block for n, block in entry.get("loads", {}).items()}
+    for busy, block in sorted(loads.items()):
+        results = block["results"]
+        fixed = [
+            results[f]["ratio_to_ours"]
+            for f in OURS_FIXED
+            if results.get(f, {}).get("ratio_to_ours") is not None
+        ]
+        if fixed:
+            limit = POLICY_QUIET if busy == 0 else POLICY_LOADED
+            checks.append(
+                _check(
+                    name,
+                    f"auto time / best fixed count, {_load_name(busy)}",
+                    f"<= {limit}",
+                    1 / min(fixed),
+                    lambda v, limit=limit: v <= limit,
+                )
+            )
+        if busy:
+            for peer, row in results.items():
+                if peer == REFERENCE or peer in OURS_FIXED:
+                    continue
+                checks.append(
+                    _check(
+                        name,
+                        f"{peer} time / our time, {_load_name(busy)}",
+                        ">= 1",
+                        row.get("ratio_to_ours"),
+                        lambda v: v >= 1,
+                    )
+                )
+    if name in LOADED_SLOWDOWN and 0 in loads and 2 in loads:
+        quiet = loads[0]["results"].get(REFERENCE, {}).get("median_seconds")
+        busy = loads[2]["results"].get(REFERENCE, {}).get("median_seconds")
+        limit = LOADED_SLOWDOWN[name]
+        checks.append(
+            _check(
+                name,
+                "our time with 2 busy / quiet",
+                f"<= {limit}",
+                busy / quiet if quiet and busy else None,
+                lambda v: v <= limit,
+            )
+        )
+    return checks
+
+
+def contention_table(entry: Mapping, labels: Mapping[str, str]) -> list[str]:
+    """Markdown lines: each implementation's median seconds and time / ours under each load."""
+    loads = sorted(entry.get("loads", {}).items(), key=lambda item: int(item[0]))
+    if len(loads) < 2:
+        return []
+    threads = entry.get("threads", {})
+    head = ["implementation", "threads"]
+    for n, _ in loads:
+        head += [f"{_load_name(int(n))} s", f"{_load_name(int(n))}: time / ours"]
+    lines = [
+        "",
+        "Under load (busy background processes the benchmark started; each block of runs "
+        "under its own load):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|--:|" + "--:|" * (2 * len(loads)),
+    ]
+    for impl in loads[0][1]["results"]:
+        label = labels.get(impl, impl) + (" (ours, auto)" if impl == REFERENCE else "")
+        cells = [label, str(threads.get(impl, "–"))]
+        for _, block in loads:
+            row = block["results"].get(impl, {})
+            cells.append(_number(row.get("median_seconds"), ".2f"))
+            cells.append(_number(row.get("ratio_to_ours"), ".2f"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 # ---------------------------------------------------------------------------- Markdown
@@ -164,7 +266,8 @@ def render_markdown(report: Mapping) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
     lines = [
         f"Machine: {machine['cpu_model']}, {machine['cores']} cores; "
-        f"{settings['threads']} thread(s) per implementation. {versions}.",
+        f"{settings['threads']} thread(s) per peer, ours the thread policy's count "
+        f"(`train.blas_threads: auto`). {versions}.",
         "",
         f"Median of {settings['repeats']} run(s) per implementation, each in a fresh process, "
         "in alternating order; training time only (no imports, data loading or evaluation). "
@@ -200,7 +303,7 @@ def render_markdown(report: Mapping) -> str:
             "|---|--:|--:|--:|--:|--:|--:|",
         ]
         for impl, row in entry["results"].items():
-            label = labels.get(impl, impl) + (" (ours)" if impl == REFERENCE else "")
+            label = labels.get(impl, impl) + (" (ours, auto)" if impl == REFERENCE else "")
             if row.get("median_seconds") is None:
                 lines.append(f"| {label} | failed: {row['errors'][0][:80]} | | | | | |")
                 continue
@@ -218,6 +321,7 @@ def render_markdown(report: Mapping) -> str:
                 f"{100 * ours['gflops'] / peak:.0f}% of the measured sgemm peak "
                 f"({peak:.1f} GFLOP/s, NumPy float32 square products, same threads).",
             ]
+        lines += contention_table(entry, labels)
         for impl, reason in entry.get("not_applicable", {}).items():
             lines += ["", f"Not run: {impl}: {reason}."]
     if report.get("targets"):

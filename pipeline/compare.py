@@ -41,8 +41,13 @@ def run(
         for row in comparison["table"]
         if row.get("mlflow_run_id")
     }
+    comparable = comparison.get("timings_comparable")
+    timings = {None: "load not recorded", True: "comparable", False: "machine busy: not comparable"}
     with tracking.start_config_run(
-        cfg, stage="compare", run_name="numpy vs tensorflow", tags=compared_runs
+        cfg,
+        stage="compare",
+        run_name="numpy vs tensorflow",
+        tags={**compared_runs, "timings": timings[comparable]},
     ) as mlflow_run:
         mlflow_run.log_metrics(own_metrics(comparison))
         for path in files:
@@ -56,7 +61,7 @@ def run(
 def own_metrics(comparison: dict) -> dict[str, float]:
     """The comparison's ratios and verdicts; not the compared rows' numbers (their test metrics
     and training seconds), which the train and baseline runs hold under their own names."""
-    columns = [column for column, _, _ in QUALITY] + ["train_seconds"]
+    columns = [column for column, _, _ in QUALITY] + ["train_seconds", "other_processes_cores"]
     copies = {
         f"{row['key']}_{column}"
         for row in comparison["table"]

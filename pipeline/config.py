@@ -37,6 +37,13 @@ from pipeline.names import (
     PARAMS,
     SCHEDULES,
 )
+from pipeline.threads import AUTO
+
+#: What ``train.blas_threads`` may be.
+BLAS_THREADS_RULE = (
+    "must be auto (the count follows the layer and batch sizes), an integer >= 1, "
+    "or null (the BLAS library's default)"
+)
 
 
 class ConfigError(UsageError, ValueError):
@@ -57,6 +64,7 @@ class DataConfig:
     retries: int = 3
     backoff: float = 1.0
     validation_size: int = 5000
+    split_seed: int = 0
     train_limit: int | None = None
 
 
@@ -113,7 +121,9 @@ class TrainConfig:
     batch_size: int = 32
     shuffle: bool = True
     dtype: str = "float32"
-    blas_threads: int | None = None
+    # "auto" (pipeline.threads: from the layer and batch sizes), an integer >= 1 (forced), or
+    # None (no limit: the BLAS library's default).
+    blas_threads: Any = "auto"
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     max_norm: float | None = None
@@ -161,6 +171,8 @@ def _check_values(cfg: Config) -> None:
 
     d = cfg.data
     train_images = MNIST_COUNTS["train"]
+    if d.split_seed < 0:
+        _fail("data.split_seed", d.split_seed, "must be an integer >= 0")
     if not 0 <= d.validation_size < train_images:
         _fail("data.validation_size", d.validation_size, f"must be in [0, {train_images})")
     if d.train_limit is not None:
@@ -191,8 +203,13 @@ def _check_values(cfg: Config) -> None:
     _check("train.epochs", rules.positive_int, t.epochs)
     _check("train.batch_size", rules.positive_int, t.batch_size)
     _check("train.dtype", rules.one_of, t.dtype, DTYPES)
-    if t.blas_threads is not None:
-        _check("train.blas_threads", rules.positive_int, t.blas_threads)
+    if t.blas_threads is not None and t.blas_threads != AUTO:
+        if isinstance(t.blas_threads, bool) or not isinstance(t.blas_threads, int):
+            _fail("train.blas_threads", t.blas_threads, BLAS_THREADS_RULE)
+        try:
+            rules.positive_int("train.blas_threads", t.blas_threads)
+        except ParameterError:
+            _fail("train.blas_threads", t.blas_threads, BLAS_THREADS_RULE)
     _check("train.schedule.name", rules.one_of, t.schedule.name, SCHEDULES)
     if t.early_stopping.enabled and d.validation_size == 0:
         _fail(

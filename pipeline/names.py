@@ -64,6 +64,11 @@ TEST_METRICS = (
 TEST_METRIC_SOURCES = {name: name.removeprefix("test_") for name in TEST_METRICS}
 #: Wall seconds of the training steps (validation excluded).
 TRAIN_SECONDS = "train_seconds"
+#: Cores that other processes kept busy, on average, while a run trained (metrics.json, MLflow).
+OTHER_LOAD = "other_processes_cores"
+#: MLflow tags: the BLAS threads a NumPy training used; TensorFlow's threads of the baseline.
+BLAS_THREADS_TAG = "blas.threads"
+TENSORFLOW_THREADS_TAG = "tensorflow.threads"
 #: ``MLP.fit``'s history keys -> the names of the per-epoch curves (CSV columns, MLflow metrics).
 CURVES = {
     "epoch": "epoch",
@@ -108,7 +113,15 @@ EARLY_STOPPING_FIELDS = ("monitor", "patience", "min_delta", "restore_best")
 #: the run's ``config.yaml`` and its tags. Of ``optimizer``, only the fields the chosen optimiser
 #: uses (:data:`OPTIMIZER_UNUSED`); of ``train.schedule`` and ``train.early_stopping``, only the
 #: fields that act (:data:`SCHEDULE_USED`, :data:`EARLY_STOPPING_FIELDS`).
-PARAM_KEYS = ("seed", "model", "optimizer", "train", "data.validation_size", "data.train_limit")
+PARAM_KEYS = (
+    "seed",
+    "model",
+    "optimizer",
+    "train",
+    "data.validation_size",
+    "data.split_seed",
+    "data.train_limit",
+)
 #: The name under which every training run logs its model, and the registered model that
 #: collects the versions; the alias that names the best model a sweep has found.
 MODEL_ARTIFACT = "model"

@@ -1,7 +1,8 @@
 """DVC stage ``preprocess``: the MNIST IDX files -> ``data/processed/mnist.npz`` and a summary.
 
 Flattens each image to 784 float32 features in [0, 1] and carves a seeded, stratified validation
-split of ``data.validation_size`` training images (:mod:`pipeline.data.mnist`). Reads ``seed``,
+split of ``data.validation_size`` training images (:mod:`pipeline.data.mnist`). Reads
+``data.split_seed`` (not the training ``seed``: the split belongs to the data),
 ``data.validation_size`` and the file names of ``data.files``.
 """
 
@@ -21,7 +22,7 @@ def run(cfg: Config, raw: Path = RAW_DIR, out: Path = PROCESSED_DIR) -> None:
         out,
         {key: spec.filename for key, spec in cfg.data.files.items()},
         validation_size=cfg.data.validation_size,
-        seed=cfg.seed,
+        split_seed=cfg.data.split_seed,
         expected_counts=MNIST_COUNTS,
     )
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         "python -m pipeline.preprocess",
         "Turn the four MNIST IDX files in RAW into OUT/mnist.npz (X_* float32 (n, 784) in "
         "[0, 1], y_* uint8) and OUT/summary.json, with a stratified validation split of "
-        "data.validation_size training images chosen by the top-level seed.",
+        "data.validation_size training images chosen by data.split_seed.",
         paths={
             "--raw": (RAW_DIR, "folder with the .gz files"),
             "--out": (PROCESSED_DIR, "folder for mnist.npz and summary.json"),

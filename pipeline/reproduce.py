@@ -1,40 +1,49 @@
 """Reproduce an MLflow run from what the run recorded, and nothing else.
 
-Usage: ``python -m pipeline.reproduce RUN_ID [--write-params]``. It reads the run's tags (git
-commit and whether the tree was dirty, SHA-256 of each dataset file, library versions) and its
-``config.yaml`` artifact, then says what to do: check out the commit, compare the versions with the
-installed ones and the digests with ``data/processed/summary.json``, and, with ``--write-params``,
-writes the run's configuration to ``params.yaml`` so that ``dvc repro`` trains it again.
+Usage: ``python -m pipeline.reproduce RUN_ID [--write-params] [--check]``. It reads the run's
+tags (git commit and whether the tree was dirty, SHA-256 of each dataset file and of the processed
+split it trained on, library versions) and its ``config.yaml`` artifact, then says what to do:
+check out the commit, compare the versions with the installed ones, the source digests with
+``data/processed/summary.json`` and the split's digest with one recomputed from
+``data/processed/mnist.npz``, and the BLAS thread count the run used with the one its config gives
+here; with ``--write-params``, it writes the run's configuration to ``params.yaml`` (forcing the
+run's thread count where it would differ) so that ``dvc repro`` trains it again. A check is ``ok``
+only when both sides are known and equal; with ``--check`` the exit status is 1 unless every check
+is ``ok`` (a thread count that ``--write-params`` forces counts as ok).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import yaml
 
 from pipeline import cli, tracking
 from pipeline.config import validate
-from pipeline.data.dataset import data_digests
-from pipeline.names import PARAMS, SUMMARY
+from pipeline.data.dataset import data_digests, processed_digest
+from pipeline.names import BLAS_THREADS_TAG, PARAMS, PROCESSED, SUMMARY
+from pipeline.tracking.provenance import installed_version
+from pipeline.training.frameworks import training_threads
+from pipeline.training.run import SPLIT_TAG
+
+OK = "ok"
 
 
-def recipe(run_id: str, uri: str | None = None, summary: Path = SUMMARY) -> dict:
-    """What the run recorded, compared with this checkout: commit, config, versions, digests."""
+def recipe(
+    run_id: str, uri: str | None = None, summary: Path = SUMMARY, processed: Path | None = None
+) -> dict:
+    """What the run recorded, compared with this checkout: commit, config, versions, digests of
+    the source files (``summary``) and of the processed split (``processed``, by default the
+    ``mnist.npz`` beside ``summary``)."""
     recorded = tracking.read_run(run_id, uri)
     tags, config = recorded["tags"], recorded["config"]
-    validate(config)  # what the run trained is still a valid configuration here
+    cfg = validate(config)  # what the run trained is still a valid configuration here
 
     versions = {}
     for key, value in tags.items():
         if key.startswith("version.") and key != "version.python":
             package = key.removeprefix("version.")
-            try:
-                installed = importlib.metadata.version(package)
-            except importlib.metadata.PackageNotFoundError:
-                installed = None
-            versions[package] = {"recorded": value, "installed": installed}
+            versions[package] = {"recorded": value, "installed": installed_version(package)}
 
     recorded_digests = {
         key.removeprefix("data.sha256."): value
@@ -46,6 +55,10 @@ def recipe(run_id: str, uri: str | None = None, summary: Path = SUMMARY) -> dict
         name: {"recorded": digest, "local": local.get(name)}
         for name, digest in recorded_digests.items()
     }
+    processed = (
+        Path(processed) if processed is not None else Path(summary).with_name(PROCESSED.name)
+    )
+    split = {"recorded": tags.get(SPLIT_TAG), "local": processed_digest(processed)}
     return {
         "run_id": run_id,
         "status": recorded["status"],
@@ -54,7 +67,53 @@ def recipe(run_id: str, uri: str | None = None, summary: Path = SUMMARY) -> dict
         "config": config,
         "versions": versions,
         "digests": digests,
+        "split": split,
+        "threads": _threads(tags, cfg),
     }
+
+
+def _threads(tags: dict, cfg) -> dict:
+    """The BLAS threads the run used (tag ``blas.threads``; the last bits of the weights depend
+    on it) and what its ``train.blas_threads`` gives in this process."""
+    recorded = tags.get(BLAS_THREADS_TAG)
+    return {
+        "configured": cfg.train.blas_threads,
+        "recorded": int(recorded) if recorded not in (None, "None") else None,
+        "here": training_threads(cfg),
+    }
+
+
+def params_to_write(r: dict) -> dict:
+    """The run's config; where its thread setting would give another BLAS thread count here than
+    the run used, with that count forced (``train.blas_threads``), so the retraining gives the
+    same bits."""
+    config, threads = r["config"], r["threads"]
+    if threads["recorded"] is not None and threads["recorded"] != threads["here"]:
+        config = {**config, "train": {**config["train"], "blas_threads": threads["recorded"]}}
+    return config
+
+
+def _same(pair: dict, mine: str) -> bool:
+    """Both sides known and equal."""
+    recorded, other = pair["recorded"], pair[mine]
+    return recorded is not None and other is not None and recorded == other
+
+
+def differences(r: dict, forced: bool = False) -> list[str]:
+    """What keeps this checkout from giving the run's bits: every check that is not ``ok`` (the
+    thread count not, when ``forced``: the params written force the run's count)."""
+    found = [
+        f"{package} {v['recorded']} (installed: {v['installed']})"
+        for package, v in sorted(r["versions"].items())
+        if not _same(v, "installed")
+    ]
+    found += [f"source {name}" for name, d in sorted(r["digests"].items()) if not _same(d, "local")]
+    if not _same(r["split"], "local"):
+        found.append("the processed split")
+    t = r["threads"]
+    if t["recorded"] is not None and t["recorded"] != t["here"] and not forced:
+        found.append(f"BLAS threads {t['recorded']} (here: {t['here']})")
+    return found
 
 
 def report(r: dict) -> str:
@@ -68,9 +127,40 @@ def report(r: dict) -> str:
     for package, v in sorted(r["versions"].items()):
         mark = "ok" if v["recorded"] == v["installed"] else "DIFFERS"
         lines.append(f"{package}: recorded {v['recorded']}, installed {v['installed']} [{mark}]")
+    t = r["threads"]
+    if t["recorded"] is not None:
+        mark = "ok"
+        if t["recorded"] != t["here"]:
+            mark = f"DIFFERS: --write-params sets train.blas_threads: {t['recorded']}"
+        lines.append(
+            f"BLAS threads: recorded {t['recorded']}, train.blas_threads: {t['configured']} "
+            f"gives {t['here']} here [{mark}]"
+        )
     for name, d in sorted(r["digests"].items()):
-        mark = "ok" if d["recorded"] == d["local"] else "DIFFERS (run `dvc repro preprocess`)"
+        mark = OK if _same(d, "local") else "DIFFERS (run `dvc repro preprocess`)"
         lines.append(f"{name}: sha256 {d['recorded'][:12]} [{mark}]")
+    split = r["split"]
+    if split["recorded"] is None:
+        mark = "NOT RECORDED (the run predates split digests: it cannot be checked)"
+    elif split["local"] is None:
+        mark = "MISSING (no data/processed: run `dvc repro preprocess`)"
+    elif split["recorded"] != split["local"]:
+        mark = (
+            "DIFFERS (data/processed holds another split: write the run's params, "
+            "then `dvc repro preprocess`)"
+        )
+    else:
+        mark = OK
+    shown = (split["recorded"] or "")[:12] or "-"
+    lines.append(f"processed split: sha256 {shown} [{mark}]")
+    lines.append("")
+    found = differences(r)
+    if found:
+        lines.append(
+            f"NOT reproducible as it stands: {len(found)} check(s) not ok: " + "; ".join(found)
+        )
+    else:
+        lines.append("every recorded check is ok: this checkout should give the run's bits")
     return "\n".join(lines)
 
 
@@ -84,16 +174,26 @@ def main(argv: list[str] | None = None) -> int:
         "--write-params", action="store_true", help="write the run's config to --params"
     )
     arguments.add_argument("--params", type=Path, default=PARAMS, help="(default: %(default)s)")
+    arguments.add_argument(
+        "--check",
+        action="store_true",
+        help="exit with status 1 unless every check is ok (versions, sources, processed split)",
+    )
     args = arguments.parse_args(argv)
+    found: list[str] = []
 
     def work() -> None:
         r = recipe(args.run_id, args.uri)
         print(report(r))
+        found.extend(differences(r, forced=args.write_params))
         if args.write_params:
-            args.params.write_text(yaml.safe_dump(r["config"], sort_keys=False))
+            args.params.write_text(yaml.safe_dump(params_to_write(r), sort_keys=False))
             print(f"\nwrote {args.params}")
 
-    return cli.run(work)
+    status = cli.run(work)
+    if status == cli.OK and args.check and found:
+        return cli.FAILED
+    return status
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
 
 import hydra
@@ -31,18 +32,38 @@ from pipeline.sweeps.points import run_point
 DEFAULT_CHOICES = {"hydra/launcher": "local", "hydra/callbacks": "sweep", "hydra/help": "sweep"}
 
 
-def with_default_choices(argv: list[str]) -> list[str]:
-    """``argv`` plus :data:`DEFAULT_CHOICES` for the groups it does not choose itself, placed
-    next to its other overrides (Hydra wants them in one run)."""
+#: Hydra's default sweep folder (and run folder, without ``--multirun``), plus the process id:
+#: two sweeps started in the same second (the resolution of Hydra's default,
+#: ``multirun/<date>/<HH-MM-SS>``) never share a folder.
+SWEEP_DIR = "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}-{pid}"
+RUN_DIR = "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}-{pid}"
+
+
+def _overrides(argv: list[str]) -> list[str] | None:
+    """The overrides of a Hydra command line (``None`` when Hydra cannot parse it)."""
     from hydra._internal.utils import get_args_parser
 
     try:
         with contextlib.redirect_stderr(io.StringIO()):
-            overrides = get_args_parser().parse_args(argv).overrides
+            return list(get_args_parser().parse_args(argv).overrides)
     except SystemExit:  # bad arguments: Hydra will say so
+        return None
+
+
+def with_default_choices(argv: list[str], *, own_sweep_dir: bool = False) -> list[str]:
+    """``argv`` plus :data:`DEFAULT_CHOICES` for the groups it does not choose itself (and,
+    with ``own_sweep_dir``, ``hydra.sweep.dir`` :data:`SWEEP_DIR` and ``hydra.run.dir``
+    :data:`RUN_DIR` unless it sets them),
+    placed next to its other overrides (Hydra wants them in one run)."""
+    overrides = _overrides(argv)
+    if overrides is None:
         return argv
     chosen = {override_key(o) for o in overrides}
     extra = [f"{group}={name}" for group, name in DEFAULT_CHOICES.items() if group not in chosen]
+    if own_sweep_dir:
+        for key, folder in (("hydra.sweep.dir", SWEEP_DIR), ("hydra.run.dir", RUN_DIR)):
+            if key not in chosen:
+                extra.append(f"{key}=" + folder.replace("{pid}", str(os.getpid())))
     if not overrides:
         return [*extra, *argv]
     first = argv.index(overrides[0])
@@ -52,7 +73,7 @@ def with_default_choices(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline.sweep [--multirun] [overrides...]``; see ``--help``."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    sys.argv = [sys.argv[0], *with_default_choices(argv)]
+    sys.argv = [sys.argv[0], *with_default_choices(argv, own_sweep_dir=True)]
     install_sigterm_handler()
     app = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(run_point)
     try:

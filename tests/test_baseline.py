@@ -159,3 +159,24 @@ def test_options_keras_cannot_reproduce_are_refused_before_any_run(project, conf
         client = MlflowClient(cfg.tracking.uri)
         assert client.get_experiment_by_name(cfg.tracking.experiment) is None  # no run started
         assert not (project / "models/baseline.keras").exists()
+
+
+@pytest.mark.slow  # a fresh process that imports TensorFlow: minutes on a busy machine
+def test_tensorflow_gets_the_thread_policys_count_in_a_fresh_process(project, config):
+    """TensorFlow takes its thread counts only before its first operation, so the stage runs
+    in a process of its own: the reference network gets one thread, as the NumPy MLP does."""
+    import subprocess
+    import sys
+
+    cfg = config()
+    params = write_params(project, cfg)
+    process = subprocess.run(
+        [sys.executable, "-m", "pipeline.baseline", "--params", str(params)],
+        cwd=project, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr
+    info = json.loads((project / "reports/baseline/info.json").read_text())
+    assert info["threads"] == 1
+    _, recorded = only_run(cfg)
+    assert recorded.data.tags["tensorflow.threads"] == "1"
+    assert "TensorFlow already runs" not in process.stderr

@@ -186,9 +186,9 @@ def test_markdown_table():
         ),
     }
     text = render_markdown(_report(configs, skipped={"torch": "not installed (no module torch)"}))
-    assert "Test CPU, 2 cores; 2 thread(s) per implementation. numpy 2.4.6." in text
+    assert "Test CPU, 2 cores; 2 thread(s) per peer, ours the thread policy's count" in text
     assert "### (a) config a" in text
-    assert "| mlp (NumPy) (ours) | 2.00 | 60,000 | 1.00 | 0.9612 | 10.0 | 1,234 |" in text
+    assert "| mlp (NumPy) (ours, auto) | 2.00 | 60,000 | 1.00 | 0.9612 | 10.0 | 1,234 |" in text
     assert "| Keras/TensorFlow (CPU) | 20.50 | 5,854 | 10.25 | 0.9598 | 10.0 | 1,234 |" in text
     assert "| sklearn | failed: exit status 1: ImportError |" in text
     assert "75.0 GFLOP/s in the matrix products, 75% of the measured sgemm peak" in text
@@ -272,6 +272,7 @@ def test_orchestration_skips_alternates_and_reports(monkeypatch, tmp_path, capsy
     monkeypatch.setattr(bench, "log_to_mlflow", lambda *a: pytest.fail("--no-mlflow"))
     argv = ["--synthetic", "--n-train", "50", "--n-test", "20", "--configs", "a,b"]
     argv += ["--peers", "bare,sklearn,torch", "--repeats", "2", "--epochs", "1"]
+    argv += ["--threads", "1", "--loads", "0"]  # no fixed-count variants, no busy processes
     argv += ["--out-dir", str(tmp_path), "--no-mlflow"]
     assert bench.main(argv) == 0
 
@@ -336,7 +337,7 @@ def test_quick_run_in_a_subprocess(tmp_path):
         [
             sys.executable, "-m", "benchmarks.bench", "--quick", "--synthetic",
             "--configs", "a", "--peers", "bare", "--repeats", "2", "--n-train", "300",
-            "--out-dir", str(out_dir), "--no-mlflow",
+            "--threads", "1", "--loads", "0", "--out-dir", str(out_dir), "--no-mlflow",
         ],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -411,3 +412,172 @@ def test_benchmark_run_is_logged_to_mlflow(tmp_path, monkeypatch):
     assert run.data.params["config.a.batch_size"] == "32"
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"benchmark.json", "benchmark.md"} <= artifacts
+
+
+# ---------------------------------------------------------------------------- contention
+def _busy_children() -> list:
+    import psutil
+
+    return [
+        child
+        for child in psutil.Process().children()
+        if child.is_running() and "while os.getppid() == parent" in " ".join(child.cmdline())
+    ]
+
+
+def test_busy_processes_really_spin_and_are_stopped(monkeypatch):
+    import psutil
+
+    monkeypatch.setattr(bench, "BUSY_WARMUP", 0.5)
+    with bench.busy_processes(2) as started:
+        assert len(started) == 2 and len(_busy_children()) == 2
+        cpu = [psutil.Process(p.pid).cpu_times() for p in started]
+        assert all(t.user + t.system > 0 for t in cpu)  # they burn CPU
+    assert all(p.poll() is not None for p in started)
+    assert _busy_children() == []
+    # stopped also when the block fails
+    with pytest.raises(RuntimeError), bench.busy_processes(1) as started:
+        raise RuntimeError("boom")
+    assert started[0].poll() is not None
+
+
+def test_a_busy_process_stops_when_the_benchmark_dies(tmp_path):
+    """Killed with SIGKILL, the benchmark cannot stop its busy processes: they stop themselves."""
+    import psutil
+
+    script = (
+        "import time, benchmarks.bench as b\n"
+        "b.BUSY_WARMUP = 0\n"
+        "with b.busy_processes(1) as p:\n"
+        "    print(p[0].pid, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    busy = psutil.Process(pid)
+    try:
+        busy.wait(timeout=30)  # it notices its new parent and ends
+    except psutil.TimeoutExpired:
+        busy.kill()
+        pytest.fail("the busy process outlived the benchmark")
+
+
+def test_quick_contention_run_in_a_subprocess(tmp_path):
+    """The real thing, small: ours on auto, 1 and 2 threads, quiet and beside one busy process
+    the benchmark starts and stops itself."""
+    import psutil
+
+    out_dir = tmp_path / "reports"
+    process = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.bench", "--quick", "--synthetic",
+            "--configs", "a", "--peers", "none", "--repeats", "1", "--n-train", "200",
+            "--threads", "2", "--loads", "0,1", "--out-dir", str(out_dir), "--no-mlflow",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr
+    report = json.loads((out_dir / "benchmark.json").read_text())
+    entry = report["configs"]["a"]
+    assert report["settings"]["loads"] == [0, 1]
+    assert entry["loads"].keys() == {"0", "1"}
+    assert entry["threads"] == {"ours": 1, "ours-1": 1, "ours-all": 2}
+    for block in entry["loads"].values():
+        assert block["results"].keys() == {"ours", "ours-1", "ours-all"}
+        assert all(run["threads"] == entry["threads"][run["implementation"]]
+                   for run in block["runs"])  # fmt: skip
+    assert "with 1 busy background process(es):" in process.stdout
+    checks = {t["check"] for t in report["targets"]}
+    assert {"auto time / best fixed count, quiet", "auto time / best fixed count, 1 busy"} <= checks
+    assert "| mlp, 1 thread | 1 |" in (out_dir / "benchmark.md").read_text()
+    spinning = "while os.getppid() == parent"
+    leftovers = [
+        p for p in psutil.process_iter(["cmdline"]) if spinning in " ".join(p.info["cmdline"] or [])
+    ]
+    assert leftovers == []
+
+
+def test_the_thread_counts_of_each_implementation():
+    a, c = CONFIGS["a"], CONFIGS["c"]
+    assert bench.thread_count("ours", a, 2) == 1  # the thread policy
+    assert bench.thread_count("ours", c, 2) == 2
+    assert bench.thread_count("ours-1", c, 2) == 1
+    assert bench.thread_count("ours-all", a, 2) == 2
+    assert bench.thread_count("keras", a, 2) == 2
+
+
+def test_contention_mode_runs_every_block_under_its_own_load(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(bench, "BUSY_WARMUP", 0.2)
+    seen = []
+
+    def fake_worker(spec, scratch, timeout):
+        if spec["kind"] == "sgemm":
+            return {"gflops": 50.0, "gflops_by_size": {"256": 50.0}, "blas": []}
+        busy = len(_busy_children())
+        seen.append((spec["implementation"], spec["threads"], busy))
+        # ours on one thread is unaffected by load; on two it waits for its threads
+        seconds = {"ours": 1.0, "ours-1": 1.0, "ours-all": 1.0 + busy, "bare": 1.1 + busy}
+        return {
+            "seconds": seconds[spec["implementation"]],
+            "test_top1_accuracy": 0.5,
+            "peak_rss_mb": 80.0,
+            "peak_rss_after_loading_mb": 60.0,
+            "n_train": 50,
+        }
+
+    monkeypatch.setattr(bench, "run_worker", fake_worker)
+    argv = ["--synthetic", "--n-train", "50", "--n-test", "20", "--configs", "a"]
+    argv += ["--peers", "bare", "--repeats", "1", "--epochs", "1", "--threads", "2"]
+    argv += ["--loads", "2,0,1", "--out-dir", str(tmp_path), "--no-mlflow"]
+    assert bench.main(argv) == 0
+    # quiet, then one, then two busy processes; ours (auto: 1 thread for (a)), ours on 1 and 2
+    assert seen == [
+        ("ours", 1, 0), ("ours-1", 1, 0), ("ours-all", 2, 0), ("bare", 2, 0),
+        ("ours", 1, 1), ("ours-1", 1, 1), ("ours-all", 2, 1), ("bare", 2, 1),
+        ("ours", 1, 2), ("ours-1", 1, 2), ("ours-all", 2, 2), ("bare", 2, 2),
+    ]  # fmt: skip
+    assert _busy_children() == []
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    entry = report["configs"]["a"]
+    assert entry["loads"].keys() == {"0", "1", "2"}
+    assert entry["results"] == entry["loads"]["0"]["results"]
+    assert entry["loads"]["2"]["results"]["ours-all"]["ratio_to_ours"] == 3.0
+    assert entry["threads"] == {"ours": 1, "ours-1": 1, "ours-all": 2, "bare": 2}
+    met = {t["check"]: (t["value"], t["met"]) for t in report["targets"]}
+    assert met["auto time / best fixed count, quiet"] == (1.0, True)
+    assert met["auto time / best fixed count, 2 busy"] == (1.0, True)
+    assert met["bare time / our time, 2 busy"] == (3.1, True)
+    assert met["our time with 2 busy / quiet"] == (1.0, True)
+    text = (tmp_path / "benchmark.md").read_text()
+    assert "| mlp (NumPy) (ours, auto) | 1 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 |" in text
+    assert "| mlp, all threads | 2 | 1.00 | 1.00 | 2.00 | 2.00 | 3.00 | 3.00 |" in text
+    metrics = bench.mlflow_metrics(report)
+    assert metrics["a.busy2.ours-all.ratio_to_ours"] == 3.0
+    assert metrics["a.ours-all.ratio_to_ours"] == 1.0
+    assert "a.busy0.ours.median_seconds" not in metrics
+
+
+def test_the_policy_misses_its_target_when_a_fixed_count_is_much_faster():
+    loads = {
+        "0": {"results": {"ours": _row(2.0, 1.0, 0.9), "ours-all": _row(1.0, 0.5, 0.9)}},
+        "2": {"results": {"ours": _row(3.0, 1.0, 0.9), "ours-1": _row(2.0, 2 / 3, 0.9),
+                          "keras": _row(2.0, 2 / 3, 0.9)}},
+    }  # fmt: skip
+    entry = {**_entry("c", loads["0"]["results"]), "loads": loads}
+    met = {t["check"]: t for t in check_targets({"c": entry}, sgemm_gflops=None)}
+    assert met["auto time / best fixed count, quiet"]["met"] is False  # 2x the best
+    assert met["auto time / best fixed count, 2 busy"]["value"] == pytest.approx(1.5)
+    assert met["keras time / our time, 2 busy"]["met"] is False
+    assert "our time with 2 busy / quiet" not in met  # only for (a)
+
+
+@pytest.mark.parametrize("loads", ["x", "-1", ","])
+def test_bad_loads_are_refused(loads, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(["--loads", loads])
+    assert exc.value.code == 2
+    assert "--loads" in capsys.readouterr().err

@@ -128,6 +128,42 @@ def test_markdown_marks_reported_rows_and_the_best_values():
     assert "Configuration: 784-32-16-10." in text
 
 
+def test_a_slower_time_is_worded_as_slower():
+    assert comparison.times(4.0) == "4.0x faster"
+    assert comparison.times(1 / 5.2) == "5.2x slower"
+    assert comparison.times(862.0) == "862x faster"
+    tf = row("tensorflow", "TensorFlow/Keras", train_seconds=0.25)  # TensorFlow 5x faster
+    text = comparison.markdown(comparison.build_comparison(row(), tf))
+    assert "**5.0x slower** than TensorFlow" in text
+    assert "0.2x" not in text
+
+
+def test_a_busy_machine_is_reported_instead_of_a_speed_ratio():
+    ours = row(train_seconds=35.0, other_processes_cores=1.7)  # trained while others ran
+    tf = row("tensorflow", "TensorFlow/Keras", train_seconds=7.0, other_processes_cores=0.05)
+    result = comparison.build_comparison(ours, tf)
+    assert result["timings_comparable"] is False
+    assert result["numpy_other_processes_cores"] == 1.7
+    text = comparison.markdown(result)
+    assert "The machine was busy: these times are not a speed comparison." in text
+    assert "kept 1.70 cores busy on average while this NumPy MLP trained (35.0 s)" in text
+    assert "0.05 while TensorFlow/Keras trained (7.00 s)" in text
+    assert "than TensorFlow," not in text and "slower" not in text  # no ratio as fact
+    # quiet during both: the ratio, and the loads that make it fair
+    quiet = comparison.build_comparison(
+        row(other_processes_cores=0.02),
+        row("tensorflow", "TensorFlow/Keras", train_seconds=5.0, other_processes_cores=0.1),
+    )
+    assert quiet["timings_comparable"] is True
+    line = comparison.speed_line(quiet)
+    assert "**4.0x faster** than TensorFlow" in line
+    assert "at most 0.10 cores busy during either training" in line
+    # not recorded (reports of an older run): the ratio, saying the load is unknown
+    unknown = comparison.build_comparison(row(), row("tensorflow", "TensorFlow/Keras"))
+    assert "timings_comparable" not in unknown
+    assert "was not recorded" in comparison.speed_line(unknown)
+
+
 def test_format_seconds():
     assert comparison.format_seconds(1.2345) == "1.23 s"
     assert comparison.format_seconds(12.34) == "12.3 s"
@@ -141,8 +177,11 @@ def compared(project):
     reports = project / "reports"
     (reports / "train").mkdir(parents=True)
     (reports / "baseline").mkdir()
-    (reports / "metrics.json").write_text(json.dumps(OURS))
-    (reports / "baseline/metrics.json").write_text(json.dumps({**OURS, "train_seconds": 5.0}))
+    # ours trained while other processes kept a core and a half busy; TensorFlow on a quiet machine
+    (reports / "metrics.json").write_text(json.dumps({**OURS, "other_processes_cores": 1.5}))
+    (reports / "baseline/metrics.json").write_text(
+        json.dumps({**OURS, "train_seconds": 5.0, "other_processes_cores": 0.0})
+    )
     (reports / "baseline/info.json").write_text(
         json.dumps(
             {
@@ -196,6 +235,10 @@ def test_compare_stage_writes_the_report_and_one_mlflow_run(compared):
     assert recorded.data.metrics["numpy_matches_or_beats_tensorflow"] == 1.0
     # The compared numbers are the compared runs' own metrics, not repeated under other names.
     assert not {"tensorflow_top1_accuracy", "numpy_train_seconds"} & set(recorded.data.metrics)
+    assert "numpy_other_processes_cores" not in recorded.data.metrics
+    assert recorded.data.tags["timings"] == "machine busy: not comparable"
+    assert recorded.data.metrics["timings_comparable"] == 0.0
+    assert "The machine was busy" in recorded.data.tags["mlflow.note.content"]
     experiment = recorded.info.experiment_id
     description = recorded.data.tags["mlflow.note.content"]
     assert f"[TensorFlow/Keras run](#/experiments/{experiment}/runs/0123abcd)" in description

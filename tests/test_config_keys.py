@@ -239,6 +239,7 @@ ELSEWHERE = {
     "data.retries": "tests/test_config_keys.py::test_download_keys_reach_the_download",
     "data.backoff": "tests/test_config_keys.py::test_download_keys_reach_the_download",
     "data.validation_size": "tests/test_preprocess.py::test_main",
+    "data.split_seed": "tests/test_preprocess.py::test_main",
     "train.blas_threads": (
         "tests/test_train_evaluate.py::test_training_respects_the_configured_blas_threads"
     ),

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Overrides separated by spaces set the scene (e.g. the optimiser the rule applies to).
 RULES: dict[str, tuple[list[str], list[str]]] = {
     "seed": (["seed=-1"], ["seed=0"]),
+    "data.split_seed": (["data.split_seed=-1"], ["data.split_seed=0"]),
     "data.validation_size": (
         ["data.validation_size=-1", "data.validation_size=60000"],
         ["data.validation_size=0", "data.validation_size=59999"],

@@ -199,6 +199,7 @@ def test_parameters_are_the_knobs_and_no_metric_has_two_names(trained):
     assert set(run.data.params) == {
         "seed",
         "data.validation_size",
+        "data.split_seed",
         "data.train_limit",
         *(f"model.{k}" for k in model),
         *(f"optimizer.{k}" for k in sgd),

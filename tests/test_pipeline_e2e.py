@@ -152,5 +152,6 @@ def test_forced_retraining_gives_a_bit_identical_model_and_the_same_metrics(pipe
     dvc(["repro", "--single-item", "evaluate"], project, mirror)
     assert (project / "models/model.npz").read_bytes() == model
     again = json.loads((project / "reports/metrics.json").read_text())
-    metrics.pop("train_seconds"), again.pop("train_seconds")
+    for measured in ("train_seconds", "other_processes_cores"):  # the machine's, not the model's
+        metrics.pop(measured), again.pop(measured)
     assert again == metrics

@@ -13,6 +13,7 @@ from pipeline.data.idx import IDXError, write_idx
 from pipeline.data.mnist import (
     PreprocessError,
     preprocess,
+    split_digest,
     stratified_split,
     validation_counts,
 )
@@ -38,7 +39,9 @@ def raw(tmp_path):
 
 def run(raw_dir, out_dir, validation_size=10, seed=0, **kwargs):
     kwargs.setdefault("expected_counts", TINY)
-    preprocess(raw_dir, out_dir, MNIST_FILES, validation_size=validation_size, seed=seed, **kwargs)
+    preprocess(
+        raw_dir, out_dir, MNIST_FILES, validation_size=validation_size, split_seed=seed, **kwargs
+    )
     with np.load(out_dir / "mnist.npz", allow_pickle=False) as data:
         arrays = {key: data[key] for key in data.files}
     summary = json.loads((out_dir / "summary.json").read_text())
@@ -100,7 +103,8 @@ def test_same_seed_same_split_other_seed_other_split(raw, tmp_path):
 def test_summary(raw, tmp_path):
     raw_dir, files = raw
     arrays, summary = run(raw_dir, tmp_path / "out", validation_size=10, seed=3)
-    assert summary["seed"] == 3 and summary["validation_size"] == 10
+    assert summary["split_seed"] == 3 and summary["validation_size"] == 10
+    assert summary["split_sha256"] == split_digest(arrays)
     assert summary["dtype"] == "float32" and summary["label_dtype"] == "uint8"
     assert summary["shapes"] == {key: list(array.shape) for key, array in arrays.items()}
     for split in ("train", "val", "test"):
@@ -182,7 +186,7 @@ def test_images_and_labels_must_match_without_expected_counts(raw, tmp_path):
 def test_mnist_counts_are_the_default(raw, tmp_path):
     raw_dir, _ = raw
     with pytest.raises(PreprocessError, match="holds 50 images, expected 60000"):
-        preprocess(raw_dir, tmp_path / "out", MNIST_FILES, validation_size=10, seed=0)
+        preprocess(raw_dir, tmp_path / "out", MNIST_FILES, validation_size=10, split_seed=0)
 
 
 def test_corrupt_input_is_an_idx_error(raw, tmp_path):
@@ -193,9 +197,10 @@ def test_corrupt_input_is_an_idx_error(raw, tmp_path):
         run(raw_dir, tmp_path / "out")
 
 
-def write_params(tmp_path, files, validation_size=10, seed=0):
+def write_params(tmp_path, files, validation_size=10, split_seed=0, seed=0):
     params = tmp_path / "params.yaml"
     data = {"files": files, "validation_size": validation_size, "train_limit": None}
+    data["split_seed"] = split_seed
     params.write_text(yaml.safe_dump({"seed": seed, "data": data}))
     return params
 
@@ -203,11 +208,19 @@ def write_params(tmp_path, files, validation_size=10, seed=0):
 def test_main(raw, tmp_path, monkeypatch):
     raw_dir, files = raw
     monkeypatch.setattr(pre, "MNIST_COUNTS", TINY)
-    params = write_params(tmp_path, files, validation_size=5, seed=2)
+    # The split is data.split_seed's: the training seed plays no part in it.
+    params = write_params(tmp_path, files, validation_size=5, split_seed=2, seed=9)
     out = tmp_path / "processed"
     assert pre.main(["--params", str(params), "--raw", str(raw_dir), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["validation_size"] == 5 and summary["seed"] == 2
+    assert summary["validation_size"] == 5 and summary["split_seed"] == 2
+    other = write_params(tmp_path, files, validation_size=5, split_seed=2, seed=1)
+    again = tmp_path / "again"
+    assert pre.main(["--params", str(other), "--raw", str(raw_dir), "--out", str(again)]) == 0
+    assert (
+        json.loads((again / "summary.json").read_text())["split_sha256"]
+        == (summary["split_sha256"])
+    )
     assert summary["shapes"]["X_train"] == [45, 784]
 
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
 from pipeline import reproduce, train
 from pipeline.config import compose, load_params, to_dict, validate
+from pipeline.data.dataset import processed_digest
+from pipeline.errors import UsageError
+from pipeline.tracking.provenance import installed_version, run_tags
+from pipeline.training.run import SPLIT_TAG
+
+from helpers.project import command_env, run_module, runs_of
 
 
 def test_a_run_is_reproduced_from_its_mlflow_record_alone(project, capsys):
@@ -45,3 +55,121 @@ def test_unknown_run_is_a_clear_error(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert reproduce.main(["0123456789abcdef", "--uri", uri]) == 2
     assert "cannot read run 0123456789abcdef" in capsys.readouterr().err
+
+
+def test_the_runs_blas_thread_count_is_compared_and_forced_where_it_would_differ(project, capsys):
+    """A run trained on 2 BLAS threads (auto, on a two-core machine), reproduced where auto
+    would pick 1 (a process limited to one thread): the report says so, --write-params forces
+    the recorded 2, and the retraining gives the very same model bits."""
+    import pytest
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    pool = max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+    if pool < 2:
+        pytest.skip("needs a BLAS pool of two threads")
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    cfg = validate(compose([f"tracking.uri={uri}", "train.epochs=2", "model.hidden_sizes=[1024]",
+                            "train.batch_size=256"]))  # fmt: skip
+    assert cfg.train.blas_threads == "auto"
+    train.run(cfg)
+    run_id = json.loads((project / "reports/train/run.json").read_text())["run_id"]
+    first = (project / "models/model.npz").read_bytes()
+
+    # Here, on this machine: auto gives the same count; the params keep `auto`.
+    recorded = reproduce.recipe(run_id, uri, summary=project / "data/processed/summary.json")
+    assert recorded["threads"] == {"configured": "auto", "recorded": 2, "here": 2}
+    assert reproduce.params_to_write(recorded)["train"]["blas_threads"] == "auto"
+
+    with threadpool_limits(1, user_api="blas"):  # elsewhere: auto would pick 1
+        assert reproduce.main([run_id, "--uri", uri, "--write-params"]) == 0
+        out = capsys.readouterr().out
+        assert "BLAS threads: recorded 2, train.blas_threads: auto gives 1 here" in out
+        assert "DIFFERS: --write-params sets train.blas_threads: 2" in out
+        rebuilt = load_params(project / "params.yaml")
+        assert rebuilt.train.blas_threads == 2
+        train.run(rebuilt)
+    assert (project / "models/model.npz").read_bytes() == first
+
+
+def test_a_sweep_point_with_its_own_seed_is_reproduced_bit_for_bit(project, capsys):
+    """A point of a sweep over ``seed`` trained on the split in ``data/processed`` (made with
+    ``data.split_seed``): following ``pipeline.reproduce`` for it gives the very same model
+    file, and every check is ok, TensorFlow's version included."""
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    swept = run_module(
+        "pipeline.sweep", "--multirun", "seed=0,5", "train.epochs=2", "model.hidden_sizes=[24]",
+        f"hydra.sweep.dir={project / 'multirun'}", "hydra/launcher=basic",
+        cwd=project, env=command_env(uri),
+    )  # fmt: skip
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    (row,) = [
+        r
+        for r in map(json.loads, map(Path.read_text, (project / "multirun").rglob("result.json")))
+        if "seed=5" in r["overrides"]
+    ]
+    child = MlflowClient(uri).get_run(row["run_id"])
+    assert child.data.tags[SPLIT_TAG] == processed_digest(project / "data/processed/mnist.npz")
+
+    params = project / "params.yaml"
+    assert reproduce.main([row["run_id"], "--uri", uri, "--write-params", "--check",
+                           "--params", str(params)]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "processed split: sha256" in out and "every recorded check is ok" in out
+    assert "DIFFERS" not in out and "NOT" not in out
+    if "version.tensorflow" in child.data.tags:
+        assert f"tensorflow: recorded {child.data.tags['version.tensorflow']}" in out
+
+    config = load_params(params)
+    assert config.seed == 5
+    train.run(config)
+    assert (project / "models/model.npz").read_bytes() == (
+        Path(row["job_dir"]) / "model.npz"
+    ).read_bytes()
+
+
+def test_reproduce_refuses_ok_when_the_processed_split_differs(project, capsys):
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    train.run(validate(compose([f"tracking.uri={uri}", "train.epochs=1"])))
+    run_id = json.loads((project / "reports/train/run.json").read_text())["run_id"]
+    assert reproduce.main([run_id, "--uri", uri, "--check"]) == 0
+    capsys.readouterr()
+
+    # Another split (as another data.split_seed or validation size gives) in data/processed.
+    path = project / "data/processed/mnist.npz"
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["X_train"], arrays["X_val"] = arrays["X_train"][1:], arrays["X_val"]
+    np.savez(path, **arrays)
+    assert reproduce.main([run_id, "--uri", uri, "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "processed split: sha256" in out and "DIFFERS" in out
+    assert "NOT reproducible as it stands" in out and "every recorded check is ok" not in out
+    # without --check the report is the same and the command itself succeeded
+    assert reproduce.main([run_id, "--uri", uri]) == 0
+    assert "DIFFERS" in capsys.readouterr().out
+
+
+def test_a_config_that_asks_for_another_split_stops_before_any_run(project):
+    """``data/processed`` was split with ``data.split_seed`` 0: a run that says 4 would record
+    one split and train on another, so it does not start."""
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    with pytest.raises(UsageError, match=r"data\.split_seed=0.*data\.split_seed=4"):
+        train.run(validate(compose([f"tracking.uri={uri}", "data.split_seed=4"])))
+    assert not runs_of(uri)
+    assert not (project / "models/model.npz").exists()
+
+
+def test_versions_are_found_under_every_distribution_name():
+    """TensorFlow installs as ``tensorflow`` or ``tensorflow-cpu``: both names are asked, when
+    the run records the version and when reproduce compares it."""
+    installed = None
+    for name in ("tensorflow", "tensorflow-cpu"):
+        try:
+            installed = importlib.metadata.version(name)
+            break
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    if installed is None:
+        pytest.skip("TensorFlow is not installed")
+    assert installed_version("tensorflow") == installed
+    assert run_tags(None, {}, "test")["version.tensorflow"] == installed

@@ -97,7 +97,7 @@ def test_best_grid_composes_wide_relu_networks():
 
 def test_local_launcher_is_joblib_one_process_per_core():
     launcher = hydra_compose(["hydra/launcher=local"]).hydra.launcher
-    assert launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert launcher._target_ == "hydra_plugins.mnist_mlp.joblib_launcher.JoblibLauncher"
     assert launcher.n_jobs == -1
 
 

@@ -207,7 +207,10 @@ def test_knob_params_keep_what_a_person_varies():
 def test_knob_params_keep_only_the_schedule_and_early_stopping_fields_that_act():
     schedule = {"name": "step", "step_size": 2, "gamma": 0.5, "warmup_epochs": 0}
     stopping = {"enabled": False, "monitor": "val_accuracy", "patience": 3, "min_delta": 0.0}
-    config = {"optimizer": {"name": "sgd"}, "train": {"schedule": schedule, "early_stopping": stopping}}
+    config = {
+        "optimizer": {"name": "sgd"},
+        "train": {"schedule": schedule, "early_stopping": stopping},
+    }
     params = provenance.knob_params(config)
     assert {k for k in params if k.startswith("train.")} == {
         "train.schedule.name",

@@ -13,17 +13,20 @@ Outputs (in ``data/processed/``, each written atomically):
     Training and validation images keep the order they have in the training file (the split is
     a choice of rows, not a shuffle); the test images keep the order of the test file.
 ``summary.json``
-    ``seed``, ``validation_size``, ``dtype``, ``label_dtype``, ``scaling``, ``shapes``
+    ``split_seed``, ``validation_size``, ``split_sha256`` (:func:`split_digest` of the arrays in
+    ``mnist.npz``: what every run records and ``pipeline.reproduce`` compares), ``dtype``,
+    ``label_dtype``, ``scaling``, ``shapes``
     (array name -> shape), ``class_counts`` (split -> digit -> count), ``sources`` (file key ->
     filename and SHA-256 of its decompressed bytes) and ``sha256`` (the same digests keyed by the
     decompressed file name, as in the mirror's SHA256SUMS: ``train-images-idx3-ubyte -> hex``).
 
-The ``preprocess`` stage calls :func:`preprocess` with ``seed``, ``data.validation_size`` and the
-file names of ``data.files``; ``data.train_limit`` is applied when training, not here.
+The ``preprocess`` stage calls :func:`preprocess` with ``data.split_seed``, ``data.validation_size``
+and the file names of ``data.files``; ``data.train_limit`` is applied when training, not here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -136,6 +139,17 @@ def class_counts(labels: np.ndarray, n_classes: int = N_CLASSES) -> dict[str, in
     return {str(c): int(n) for c, n in enumerate(counts)}
 
 
+def split_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of a processed split: each array's name, dtype, shape and bytes, in name order.
+    The ``.npz`` file's own bytes would not do: its zip entries carry the time they were written."""
+    sha = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        sha.update(f"{name}:{array.dtype.str}{array.shape};".encode())
+        sha.update(array.reshape(-1).view(np.uint8).data)  # no copy; empty arrays too
+    return sha.hexdigest()
+
+
 def content_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file's content: of its decompressed bytes if it is gzip-compressed."""
     path = Path(path)
@@ -150,7 +164,7 @@ def preprocess(
     filenames: Mapping[str, str],
     *,
     validation_size: int,
-    seed: int,
+    split_seed: int,
     expected_counts: Mapping[str, int] | None = MNIST_COUNTS,
     rows: int | None = 28,
     cols: int | None = 28,
@@ -159,12 +173,13 @@ def preprocess(
 
     ``filenames`` maps ``train_images, train_labels, test_images, test_labels`` to file names in
     ``raw_dir``. ``expected_counts`` (``{"train": n, "test": n}``, default MNIST's) or None to
-    accept any count. The split uses one ``np.random.default_rng(seed)``.
+    accept any count. The split uses one ``np.random.default_rng(split_seed)``.
     """
     if isinstance(validation_size, bool) or not isinstance(validation_size, int | np.integer):
         raise PreprocessError(f"data.validation_size must be an integer, got {validation_size!r}")
+    seed = split_seed
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise PreprocessError(f"seed must be a non-negative integer, got {seed!r}")
+        raise PreprocessError(f"data.split_seed must be a non-negative integer, got {seed!r}")
     missing = [key for key in MNIST_FILES if key not in filenames]
     if missing:
         raise PreprocessError(f"data.files lacks {', '.join(missing)}")
@@ -200,8 +215,9 @@ def preprocess(
         np.savez(fh, **arrays)
 
     summary = {
-        "seed": int(seed),
+        "split_seed": int(seed),
         "validation_size": int(validation_size),
+        "split_sha256": split_digest(arrays),
         "dtype": np.dtype(FEATURE_DTYPE).name,
         "label_dtype": arrays["y_train"].dtype.name,
         "scaling": "pixel / 255, in [0, 1]",

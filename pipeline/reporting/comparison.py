@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt
 from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.files import atomic_write, read_history, read_json, write_json
-from pipeline.machine import cpu_description
+from pipeline.machine import BUSY_CORES, cpu_description
 from pipeline.names import (
     BASELINE_REPORTS,
     HISTORY_FILE,
@@ -41,6 +41,7 @@ from pipeline.names import (
     METRICS_FILE,
     N_CLASSES,
     N_INPUTS,
+    OTHER_LOAD,
     REPORTS,
     RUN_FILE,
     TEST_METRICS_FILE,
@@ -140,6 +141,9 @@ def measured_row(
     }
     row.update({column: float(metrics[name]) for name, column in _METRIC_COLUMNS.items()})
     row["processing_unit"] = unit
+    # Cores other processes kept busy while it trained (None: not recorded).
+    load = metrics.get(OTHER_LOAD)
+    row["other_processes_cores"] = float(load) if load is not None else None
     return row
 
 
@@ -190,6 +194,12 @@ def build_comparison(ours: Mapping[str, Any], tensorflow: Mapping[str, Any]) -> 
         "speedup_vs_reference_tensorflow": reference_tensorflow["train_seconds"] / seconds,
         "numpy_faster_than_tensorflow": seconds < tensorflow["train_seconds"],
     }
+    comparable = timings_comparable(ours, tensorflow)
+    if comparable is not None:  # were both times measured on a quiet machine?
+        result["timings_comparable"] = comparable
+    for row, name in ((ours, "numpy"), (tensorflow, "tensorflow")):
+        if row.get("other_processes_cores") is not None:
+            result[f"{name}_other_processes_cores"] = row["other_processes_cores"]
     for other in others:
         mine = [v for v in quality if v["against"] == other["key"]]
         name = "tensorflow" if other is tensorflow else other["key"]
@@ -197,6 +207,23 @@ def build_comparison(ours: Mapping[str, Any], tensorflow: Mapping[str, Any]) -> 
     result["table"] = [dict(r) for r in (reference_numpy, reference_tensorflow, ours, tensorflow)]
     result["quality"] = quality
     return result
+
+
+def timings_comparable(*rows: Mapping[str, Any]) -> bool | None:
+    """Whether every row's training ran on a quiet machine (other processes kept at most
+    :data:`pipeline.machine.BUSY_CORES` busy on average); ``None`` when a row did not record it."""
+    loads = [row.get("other_processes_cores") for row in rows]
+    if any(load is None for load in loads):
+        return None
+    return all(load <= BUSY_CORES for load in loads)
+
+
+def times(ratio: float) -> str:
+    """A speed ratio (their time / ours) in words: ``5.2x faster`` or ``5.2x slower``, never
+    ``0.2x faster``."""
+    if ratio >= 1:
+        return f"{ratio:,.1f}x faster" if ratio < 100 else f"{ratio:,.0f}x faster"
+    return f"{1 / ratio:,.1f}x slower"
 
 
 # ---------------------------------------------------------------------------- the report
@@ -247,19 +274,38 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def speed_line(comparison: Mapping[str, Any]) -> str:
-    """One sentence with the speed ratios."""
+    """The speed ratios in words, or, when the machine was busy during either training, the
+    measured times and why they are not a speed comparison."""
     ref_numpy, ref_tf, ours, tf = comparison["table"]
-    return (
-        f"This NumPy MLP trained in {format_seconds(ours['train_seconds'])} and "
-        f"TensorFlow/Keras in {format_seconds(tf['train_seconds'])} on the same "
-        f"{tf['processing_unit']}: **{comparison['speedup_vs_tensorflow']:.1f}x faster** than "
-        f"TensorFlow, {comparison['speedup_vs_reference_numpy']:,.0f}x faster than the "
-        f"reference's NumPy ({format_seconds(ref_numpy['train_seconds'])}, "
-        f"{ref_numpy['processing_unit']}) and "
-        f"{comparison['speedup_vs_reference_tensorflow']:,.0f}x faster than the reference's "
-        f"TensorFlow ({format_seconds(ref_tf['train_seconds'])}, "
-        f"{ref_tf['processing_unit']})."
+    ours_time, tf_time = format_seconds(ours["train_seconds"]), format_seconds(tf["train_seconds"])
+    references = (
+        f"{times(comparison['speedup_vs_reference_numpy'])} than the reference's NumPy "
+        f"({format_seconds(ref_numpy['train_seconds'])}, {ref_numpy['processing_unit']}) and "
+        f"{times(comparison['speedup_vs_reference_tensorflow'])} than the reference's "
+        f"TensorFlow ({format_seconds(ref_tf['train_seconds'])}, {ref_tf['processing_unit']})"
     )
+    comparable = comparison.get("timings_comparable")
+    if comparable is False:
+        return (
+            f"**The machine was busy: these times are not a speed comparison.** Other processes "
+            f"kept {ours['other_processes_cores']:.2f} cores busy on average while this NumPy MLP "
+            f"trained ({ours_time}) and {tf['other_processes_cores']:.2f} while TensorFlow/Keras "
+            f"trained ({tf_time}), on {tf['processing_unit']}; on a busy machine a training can "
+            "take many times as long, by how much depends on the moment and on its threads. "
+            "Run `dvc repro --force train baseline` again on a quiet machine, or `make bench`, "
+            f"to compare speed. Even so, this NumPy MLP trained {references}."
+        )
+    line = (
+        f"This NumPy MLP trained in {ours_time} and TensorFlow/Keras in {tf_time} on the same "
+        f"{tf['processing_unit']}: **{times(comparison['speedup_vs_tensorflow'])}** than "
+        f"TensorFlow, {references}."
+    )
+    if comparable is None:
+        line += " (How busy the machine was during the two trainings was not recorded.)"
+    else:
+        busiest = max(ours["other_processes_cores"], tf["other_processes_cores"])
+        line += f" Other processes kept at most {busiest:.2f} cores busy during either training."
+    return line
 
 
 def quality_line(comparison: Mapping[str, Any]) -> str:
@@ -416,6 +462,10 @@ def figure(
 
 
 # ---------------------------------------------------------------------------- the stage
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("s" if n != 1 else "")
+
+
 def _configuration(cfg: Config) -> str:
     m, o, t = cfg.model, cfg.optimizer, cfg.train
     sizes = "-".join(map(str, [N_INPUTS, *m.hidden_sizes, N_CLASSES]))
@@ -472,6 +522,9 @@ def compare(
                 tf_info[key],
                 expected,
             )
+    run_file = train_reports / RUN_FILE
+    run_record = read_json(run_file) if run_file.exists() else {}
+    threads = run_record.get("blas_threads")
     ours = measured_row(
         "numpy",
         "this NumPy MLP",
@@ -479,7 +532,7 @@ def compare(
         epochs=t.epochs,
         batch_size=t.batch_size,
         learning_rate=o.learning_rate,
-        unit=cpu_description() + (f", {t.blas_threads} BLAS thread(s)" if t.blas_threads else ""),
+        unit=cpu_description() + (f", {_count(threads, 'BLAS thread')}" if threads else ""),
     )
     tensorflow = measured_row(
         "tensorflow",
@@ -488,12 +541,12 @@ def compare(
         epochs=tf_info.get("epochs", t.epochs),
         batch_size=tf_info.get("batch_size", t.batch_size),
         learning_rate=tf_info.get("learning_rate", o.learning_rate),
-        unit=tf_info.get("processing_unit", "unknown"),
+        unit=tf_info.get("processing_unit", "unknown")
+        + (f", {_count(tf_info['threads'], 'thread')}" if tf_info.get("threads") else ""),
     )
     tensorflow["mlflow_run_id"] = tf_info.get("mlflow_run_id")
-    run_file = train_reports / RUN_FILE
-    if run_file.exists():
-        ours["mlflow_run_id"] = read_json(run_file).get("run_id")
+    if run_record.get("run_id"):
+        ours["mlflow_run_id"] = run_record["run_id"]
     comparison = build_comparison(ours, tensorflow)
     notes = {
         "configuration": _configuration(cfg),

@@ -8,7 +8,14 @@ import numpy as np
 
 from mlp import metrics
 from pipeline.files import read_history, read_json, write_csv, write_json
-from pipeline.names import CURVES_FILE, HISTORY_FILE, METRICS_FILE, N_CLASSES, TRAIN_SECONDS
+from pipeline.names import (
+    CURVES_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    N_CLASSES,
+    OTHER_LOAD,
+    TRAIN_SECONDS,
+)
 from pipeline.reporting import plots
 from pipeline.training.results import metrics_on_test_set
 
@@ -28,6 +35,8 @@ def write_evaluation(
     result = metrics_on_test_set(y_test, probs)
     train = read_json(train_reports / METRICS_FILE, "train")
     result[TRAIN_SECONDS] = train[TRAIN_SECONDS]
+    if OTHER_LOAD in train:  # how busy the machine was meanwhile (`compare` reads it)
+        result[OTHER_LOAD] = train[OTHER_LOAD]
 
     cm = metrics.confusion_matrix(y_test, predicted, N_CLASSES)
     per_class = metrics.per_class(y_test, predicted, N_CLASSES)

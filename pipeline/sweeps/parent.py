@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import cli, tracking
 from pipeline.config import ConfigError, to_dict, validate
-from pipeline.data.dataset import data_digests
+from pipeline.data.dataset import check_split, data_digests, split_made
 from pipeline.errors import PipelineError
 from pipeline.files import require, safe_name, write_json
 from pipeline.names import (
@@ -49,6 +51,9 @@ from pipeline.reporting import study, sweep_summary
 from pipeline.reporting.sweep_summary import FINISHED
 from pipeline.sweeps.points import is_optuna, plain_config
 from pipeline.sweeps.state import SWEEP_FILE, sweep_dir_of
+from pipeline.tracking.provenance import HOST_TAG, PID_TAG, STARTED_TAG, pipeline_outputs
+from pipeline.tracking.provenance import process_tags as tracking_process_tags
+from pipeline.tracking.reaper import stale_reason
 
 log = logging.getLogger("pipeline.sweep")
 
@@ -110,6 +115,90 @@ def _check_launcher(hydra_cfg: DictConfig) -> str:
     return attribute
 
 
+#: Set by DVC in the environment of a stage's command: the stage's name.
+DVC_STAGE = "DVC_STAGE"
+#: Where a sweep whose summary may not go to ``reports/sweep/<grid>/`` writes it instead.
+OWN_SUMMARY = "summary"
+
+
+def _dvc_outputs_within(cwd: Path, folder: Path) -> list[str]:
+    """The outputs of DVC stages (``dvc.yaml`` in ``cwd``) that lie in ``folder`` or hold it."""
+    try:
+        relative = folder.resolve().relative_to(cwd.resolve()).as_posix()
+    except ValueError:
+        return []
+    return [
+        out
+        for out in pipeline_outputs(cwd)
+        if out != "dvc.lock"
+        and (out == relative or out.startswith(relative + "/") or relative.startswith(out + "/"))
+    ]
+
+
+#: The file that claims a sweep folder for one sweep: its process (host, pid, start time).
+OWNER_FILE = ".owner.json"
+
+
+def _check_folder_is_ours(cwd: Path, sweep_dir: Path) -> None:
+    """Refuse a sweep folder that a DVC stage owns, unless DVC runs this sweep."""
+    owned = _dvc_outputs_within(cwd, sweep_dir)
+    if owned and not os.environ.get(DVC_STAGE):
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir}: {owned[0]} is an output of a DVC stage; run "
+            "`dvc repro` for it, or choose another folder"
+        )
+
+
+def _claim_folder(sweep_dir: Path) -> None:
+    """Claim ``sweep_dir`` for this process (``.owner.json``, created exclusively), or refuse it
+    when another live sweep of this host holds it: concurrent sweeps share nothing they write.
+    A claim whose process is gone is taken over."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    mine = tracking_process_tags()
+    path = sweep_dir / OWNER_FILE
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                other = json.loads(path.read_text())
+            except (OSError, ValueError):
+                other = {}
+            tags = {k: str(other[k]) for k in (HOST_TAG, PID_TAG, STARTED_TAG) if k in other}
+            alive = (
+                tags.get(HOST_TAG) == mine[HOST_TAG] and stale_reason(tags, mine[HOST_TAG]) is None
+            )
+            if alive and tags.get(PID_TAG) != mine[PID_TAG]:
+                raise ConfigError(
+                    f"hydra.sweep.dir={sweep_dir}: another sweep (pid {tags.get(PID_TAG)}) is "
+                    "writing into this folder; choose another one (or leave hydra.sweep.dir "
+                    "out: each sweep gets its own)"
+                ) from None
+            path.unlink(missing_ok=True)  # a dead sweep's claim (or our own): take it over
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(mine, fh)
+        return
+    raise ConfigError(f"hydra.sweep.dir={sweep_dir}: another sweep claimed it at the same time")
+
+
+def _reports_dir(cwd: Path, reports: Path, sweep_dir: Path) -> Path:
+    """Where the sweep's summary goes: ``<reports>/<grid>/``, unless that folder holds a DVC
+    stage's outputs and DVC is not the one running this sweep: then ``<sweep dir>/summary/``,
+    so that a sweep run by hand does not overwrite what ``dvc.lock`` pins."""
+    target = cwd / reports
+    if _dvc_outputs_within(cwd, target) and not os.environ.get(DVC_STAGE):
+        log.warning(
+            "%s holds the outputs of a DVC stage: this sweep's summary goes to %s instead "
+            "(`dvc repro` writes %s)",
+            reports,
+            sweep_dir / OWN_SUMMARY,
+            reports,
+        )
+        return sweep_dir / OWN_SUMMARY
+    return target
+
+
 def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
     """Check the base config, the data and the launcher, start the parent run, write
     ``sweep.json``. Returns the parent run's id."""
@@ -120,7 +209,11 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
     name = safe_name(choices.get("sweep") or choices.get("hparams_search") or ADHOC)
     base = validate(plain_config(config))
     data_path = require(cwd / PROCESSED, "preprocess")
+    check_split(base.data, split_made(data_path.with_name(SUMMARY.name)), data_path)
+    _check_folder_is_ours(cwd, sweep_dir)
+    reports_dir = _reports_dir(cwd, Path(reports) / name, sweep_dir)
     launcher = _check_launcher(hc)
+    _claim_folder(sweep_dir)
     overrides = " ".join(hc.overrides.task)
     grid = _grid(hc)
     parent_config = {
@@ -148,9 +241,7 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
         )
     )
     search = list(parent_config["sweep"]["grid"]) if is_optuna(hc) else None
-    _OPEN[sweep_dir] = _OpenSweep(
-        stack, run, cwd / reports / name, name, time.perf_counter(), search
-    )
+    _OPEN[sweep_dir] = _OpenSweep(stack, run, reports_dir, name, time.perf_counter(), search)
     try:
         base_yaml = yaml.safe_dump(to_dict(base), sort_keys=False, default_flow_style=None)
         run.log_text(base_yaml, "base_config.yaml")
@@ -206,11 +297,24 @@ def finish_all(error: BaseException) -> None:
 
 def _summarize(sweep_dir: Path, state: _OpenSweep, ended: str) -> int:
     rows = sweep_summary.load_results(sweep_dir, state.run.id)
+    _end_dead_points(state, rows)
     best = sweep_summary.best_point(rows)
     registry = _register_best(state, best) if best is not None else {}
-    files = sweep_summary.write_summary(rows, state.reports, state.name, registry)
+    reports = state.reports
+    if reports != sweep_dir / OWN_SUMMARY and (ended != "finished" or not rows):
+        # An interrupted sweep, or one without a single point, does not replace the summary of
+        # the last sweep that ran to its end: its own goes into its folder (and to its run).
+        reports = sweep_dir / OWN_SUMMARY
+        log.warning(
+            "sweep %s with %d point(s): its summary is in %s; %s keeps the last complete one",
+            ended,
+            len(rows),
+            reports,
+            state.reports,
+        )
+    files = sweep_summary.write_summary(rows, reports, state.name, registry)
     if state.search is not None:  # an Optuna search: its trials over time, and importances
-        files += study.write_study(rows, state.reports, state.search, state.name)
+        files += study.write_study(rows, reports, state.search, state.name)
     n = sweep_summary.counts(rows)
     metrics: dict[str, float] = {**n, "sweep_seconds": time.perf_counter() - state.started}
     if best is not None:  # under its children's names, so that the columns line up
@@ -238,7 +342,7 @@ def _summarize(sweep_dir: Path, state: _OpenSweep, ended: str) -> int:
         n["points"],
         n["points_finished"],
         n["points_failed"],
-        state.reports,
+        reports,
     )
     if best is not None:
         log.info(
@@ -250,6 +354,21 @@ def _summarize(sweep_dir: Path, state: _OpenSweep, ended: str) -> int:
             _registry_line(registry),
         )
     return sweep_summary.exit_status(rows)
+
+
+def _end_dead_points(state: _OpenSweep, rows: list[dict[str, Any]]) -> None:
+    """Points whose worker process died (their row, written by the launcher, says
+    ``worker_died`` and has the worker's pid but no run): their child run, left RUNNING, ends
+    FAILED with the row's reason; runs that other dead workers left RUNNING end KILLED."""
+    dead = {
+        str(row["pid"]): str(row.get("reason"))
+        for row in rows
+        if row.get("worker_died") and row.get("run_id") is None and row.get("pid")
+    }
+    ended = tracking.end_dead_children(state.run, dead)
+    for row in rows:
+        if row.get("run_id") is None and str(row.get("pid")) in ended:
+            row["run_id"] = ended[str(row["pid"])]
 
 
 #: The best point's numbers (``result.json`` keys) -> the names its child run has them under.

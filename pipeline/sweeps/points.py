@@ -27,10 +27,11 @@ from pipeline.config import ConfigError, TrackingConfig, to_dict, validate
 from pipeline.data.dataset import data_digests
 from pipeline.errors import install_sigterm_handler
 from pipeline.files import write_json
-from pipeline.names import N_CLASSES, N_INPUTS, PROCESSED, RESULT_FILE, SUMMARY
+from pipeline.names import BLAS_THREADS_TAG, N_CLASSES, N_INPUTS, PROCESSED, RESULT_FILE, SUMMARY
 from pipeline.reporting.sweep_summary import FAILED, FINISHED, override_key
 from pipeline.sweeps.state import read_sweep_file, sweep_dir_of
-from pipeline.training.frameworks import blas_thread_count
+from pipeline.threads import blas_pool_size
+from pipeline.training.frameworks import training_threads
 from pipeline.training.progress import ProgressBar
 from pipeline.training.run import Outputs, train_and_record
 
@@ -173,7 +174,8 @@ def _train_point(
         "sweep.overrides": " ".join(row["overrides"]) or "(none)",
         "pid": row["pid"],
         "host": row["host"],
-        "blas.threads": blas_thread_count(config.train.blas_threads if config else None),
+        # The count the training uses: auto's choice within the launcher's per-worker limit.
+        BLAS_THREADS_TAG: training_threads(config) if config else blas_pool_size(),
     }
     if config is None:  # still a child run, so the sweep shows the point and why it failed
         with tracking.start_run(

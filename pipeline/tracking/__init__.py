@@ -35,6 +35,7 @@ from pipeline.tracking.models import (
 )
 from pipeline.tracking.runs import (
     Run,
+    end_dead_children,
     end_unfinished_children,
     existing_run,
     open_store,
@@ -59,6 +60,7 @@ __all__ = [
     "champion",
     "check_tracking_server",
     "default_tracking_uri",
+    "end_dead_children",
     "end_unfinished_children",
     "existing_run",
     "model_version_tags",

@@ -87,6 +87,25 @@ def _git(root: Path, *args: str) -> str | None:
     return result.stdout if result.returncode == 0 else None
 
 
+#: The libraries that shape results (tag ``version.<key>``) and the distributions that install
+#: each: TensorFlow comes as ``tensorflow`` or ``tensorflow-cpu``, MLflow as ``mlflow`` or
+#: ``mlflow-skinny``.
+VERSIONED = {
+    "numpy": ("numpy",),
+    "mlflow": ("mlflow", "mlflow-skinny"),
+    "hydra-core": ("hydra-core",),
+    "dvc": ("dvc",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu"),
+    "keras": ("keras",),
+}
+
+
+def installed_version(key: str) -> str | None:
+    """The installed version of the library ``key`` of :data:`VERSIONED` (or of the
+    distribution of that name), from package metadata; ``None`` when it is not installed."""
+    return _version(*VERSIONED.get(key, (key,)))
+
+
 def _version(*distributions: str) -> str | None:
     for name in distributions:
         try:
@@ -118,15 +137,7 @@ def run_tags(root: Path | None, data_digests: Mapping[str, str] | None, stage: s
     for name, digest in (data_digests or {}).items():
         tags[f"data.sha256.{name}"] = str(digest)
     tags["version.python"] = platform.python_version()
-    versions = {
-        "numpy": ("numpy",),
-        "mlflow": ("mlflow", "mlflow-skinny"),
-        "hydra-core": ("hydra-core",),
-        "dvc": ("dvc",),
-        "tensorflow": ("tensorflow", "tensorflow-cpu"),
-        "keras": ("keras",),
-    }
-    for key, distributions in versions.items():
+    for key, distributions in VERSIONED.items():
         if version := _version(*distributions):
             tags[f"version.{key}"] = version
     tags["platform"] = platform.platform()

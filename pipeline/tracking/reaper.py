@@ -24,6 +24,9 @@ from pipeline.tracking.store import with_retry
 
 log = logging.getLogger(__name__)
 
+#: How the ``failure_reason`` of a run this module ended begins.
+STALE_REASON_START = "its process (pid"
+
 #: How far (seconds) a recorded process start time may be from the live process's.
 _START_TOLERANCE = 1.0
 
@@ -61,7 +64,7 @@ def stale_reason(tags: dict[str, str], host: str) -> str | None:
     if process_alive(pid, started):
         return None
     return (
-        f"its process (pid {pid} on {host}) ended without ending the run: killed, or the "
+        f"{STALE_REASON_START} {pid} on {host}) ended without ending the run: killed, or the "
         "machine or the tracking server went away"
     )
 

@@ -33,8 +33,8 @@ from pipeline.names import CURVES, DATASETS, TRAIN_SECONDS
 from pipeline.tracking import models
 from pipeline.tracking.datasets import DatasetRef, dataset_input
 from pipeline.tracking.portable import relocate_artifacts
-from pipeline.tracking.provenance import config_yaml, flatten, knob_params, run_tags
-from pipeline.tracking.reaper import reap_stale_runs
+from pipeline.tracking.provenance import PID_TAG, config_yaml, flatten, knob_params, run_tags
+from pipeline.tracking.reaper import STALE_REASON_START, reap_stale_runs
 from pipeline.tracking.store import (
     TrackingError,
     check_tracking_server,
@@ -378,6 +378,37 @@ def end_unfinished_children(parent: Run, error: BaseException) -> None:
             with_retry(client.set_terminated, orphan.info.run_id, "KILLED" if killed else "FAILED")
     except Exception as exc:
         logger.warning("could not end the unfinished runs of %s: %s", parent.id, exc)
+
+
+def end_dead_children(parent: Run, dead: Mapping[str, str]) -> dict[str, str]:
+    """Children of ``parent`` left open by a process that died (``dead``: pid -> why) end
+    FAILED with that reason, also when another command's reaper has ended them KILLED in the
+    meantime; the others left RUNNING by dead processes of this host end KILLED
+    (:func:`~pipeline.tracking.reaper.reap_stale_runs`). Returns pid -> the run it ended.
+    Never raises."""
+    ended: dict[str, str] = {}
+    try:
+        client = parent._client
+        experiment = with_retry(client.get_run, parent.id).info.experiment_id
+        children = with_retry(
+            client.search_runs,
+            [experiment],
+            f"tags.mlflow.parentRunId = '{parent.id}' and attributes.status != 'FINISHED'",
+        )
+        for child in children:
+            pid = child.data.tags.get(PID_TAG)
+            reaped = child.info.status == "KILLED" and str(
+                child.data.tags.get("failure_reason", "")
+            ).startswith(STALE_REASON_START)
+            if pid in dead and (child.info.status == "RUNNING" or reaped):
+                reason = dead[pid][:_MAX_TAG_CHARS]
+                with_retry(client.set_tag, child.info.run_id, "failure_reason", reason)
+                with_retry(client.set_terminated, child.info.run_id, "FAILED")
+                ended[pid] = child.info.run_id
+        reap_stale_runs(client)
+    except Exception as exc:
+        logger.warning("could not end the runs of dead points of %s: %s", parent.id, exc)
+    return ended
 
 
 def _failure_tags(exc: BaseException) -> dict[str, str]:

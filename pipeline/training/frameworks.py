@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from mlp import MLP, Callback
+from pipeline.names import BLAS_THREADS_TAG, N_CLASSES, N_INPUTS
+from pipeline.threads import resolve_threads
 from pipeline.training.build import build_model, build_optimizer, fit_options
 
 if TYPE_CHECKING:
@@ -68,15 +70,20 @@ def blas_threads(n: int | None):
     return threadpool_limits(limits=n, user_api="blas")
 
 
-def blas_thread_count(configured: int | None) -> int | None:
-    """The BLAS threads a training with ``train.blas_threads = configured`` uses in this process
-    (joblib's sweep workers start limited to cores / n_jobs)."""
-    if configured is not None:
-        return configured
-    from threadpoolctl import threadpool_info
+def layer_sizes(cfg: Config) -> list[int]:
+    """The configured network's layer sizes, input first."""
+    return [N_INPUTS, *cfg.model.hidden_sizes, N_CLASSES]
 
-    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
-    return max(counts) if counts else None
+
+def training_threads(cfg: Config) -> int | None:
+    """The BLAS threads a training of ``cfg`` uses in this process (:mod:`pipeline.threads`:
+    ``train.blas_threads`` auto, forced or the library's default); ``None``: no BLAS visible."""
+    return resolve_threads(cfg.train.blas_threads, layer_sizes(cfg), cfg.train.batch_size)
+
+
+def thread_limit(cfg: Config) -> int | None:
+    """The limit to put on the BLAS pools around a training of ``cfg`` (``None``: none)."""
+    return None if cfg.train.blas_threads is None else training_threads(cfg)
 
 
 def train_numpy(
@@ -84,7 +91,7 @@ def train_numpy(
 ) -> tuple[MLP, History]:
     """Build and train the configured :class:`mlp.MLP` on ``data``; returns it and its history."""
     net = build_model(cfg, data.X_train.shape[1])
-    with blas_threads(cfg.train.blas_threads):
+    with blas_threads(thread_limit(cfg)):
         history = net.fit(
             data.X_train,
             data.y_train,
@@ -109,7 +116,8 @@ class NumPyMLP:
         pass
 
     def tags(self, cfg: Config) -> dict[str, str]:
-        return {"library": self.name}
+        threads = training_threads(cfg)
+        return {"library": self.name, **({BLAS_THREADS_TAG: str(threads)} if threads else {})}
 
     def train(self, cfg: Config, data: Dataset, callbacks: Sequence[Callback]):
         return train_numpy(cfg, data, callbacks)

@@ -76,9 +76,9 @@ from pipeline.config import Config
 from pipeline.data.dataset import Dataset
 from pipeline.errors import PipelineError, UsageError
 from pipeline.machine import cpu_description
-from pipeline.names import N_CLASSES
+from pipeline.names import N_CLASSES, TENSORFLOW_THREADS_TAG
 from pipeline.training.build import build_model, build_schedule
-from pipeline.training.frameworks import History
+from pipeline.training.frameworks import History, thread_limit
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,27 @@ def import_tensorflow(device: str = "cpu"):
             "TensorFlow: unset KERAS_BACKEND or set it to 'tensorflow'"
         )
     return tf, keras
+
+
+def set_tensorflow_threads(tf, cfg: Config) -> int | None:
+    """Give TensorFlow's CPU thread pools (intra- and inter-op) the count the NumPy MLP's BLAS
+    gets for ``cfg`` (:mod:`pipeline.threads`), unless ``train.blas_threads`` is null (then
+    TensorFlow keeps its default). TensorFlow takes the count only before its first operation:
+    in a process where it already ran, its pools stay as they are (a warning says so). Returns
+    the intra-op threads TensorFlow uses (``None``: its default, every core)."""
+    wanted = thread_limit(cfg)
+    if wanted is not None:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(wanted)
+            tf.config.threading.set_inter_op_parallelism_threads(wanted)
+        except RuntimeError:  # TensorFlow is initialised in this process
+            if tf.config.threading.get_intra_op_parallelism_threads() != wanted:
+                log.warning(
+                    "TensorFlow already runs in this process: it keeps its thread pools "
+                    "instead of the %d thread(s) asked for",
+                    wanted,
+                )
+    return tf.config.threading.get_intra_op_parallelism_threads() or None
 
 
 def processing_unit(device: str = "cpu") -> str:
@@ -546,18 +567,23 @@ class Keras:
 
     def __init__(self) -> None:
         self.unit = "CPU"
+        self.threads: int | None = None
 
     def prepare(self, cfg: Config) -> None:
         check_supported(cfg)
-        import_tensorflow(cfg.baseline.device)  # a missing GPU stops here
+        tf, _ = import_tensorflow(cfg.baseline.device)  # a missing GPU stops here
         self.unit = processing_unit(cfg.baseline.device)
+        self.threads = set_tensorflow_threads(tf, cfg)
 
     def tags(self, cfg: Config) -> dict[str, str]:
-        return {
+        tags = {
             "library": self.name,
             "processing_unit": self.unit,
             "baseline.same_batches": str(cfg.baseline.same_batches).lower(),
         }
+        if self.threads:
+            tags[TENSORFLOW_THREADS_TAG] = str(self.threads)
+        return tags
 
     def train(self, cfg: Config, data: Dataset, callbacks: Sequence[Callback]):
         net = build_model(cfg, data.X_train.shape[1])
@@ -614,4 +640,5 @@ class Keras:
             "optimizer": cfg.optimizer.name,
             "dtype": cfg.train.dtype,
             "first_epoch_seconds": history["seconds"][0],
+            "threads": self.threads,
         }

@@ -7,11 +7,13 @@ earlier run first, so a run that fails or is interrupted leaves nothing that loo
 it writes them only once training has finished.
 
 What MLflow gets from a run: its knobs as parameters, the three parts of the split as datasets,
-the per-epoch curves, system metrics, ``train_seconds``, with early stopping ``best_epoch`` and
-``stopped_epoch`` (and the ``test_*`` metrics when the test set is scored here), the model as an MLflow model named ``model`` with the last epoch's curves
-and the test metrics linked to it, and the reports as artifacts. The last epoch's numbers stay
-out of MLflow's metrics (they are the curves' points) but are in ``metrics.json``, for
-``dvc exp show``.
+the per-epoch curves, system metrics, ``train_seconds``, the cores other processes kept busy
+meanwhile (``other_processes_cores``), with early stopping ``best_epoch`` and ``stopped_epoch``
+(and the ``test_*`` metrics when the test set is scored here), the model as an MLflow model
+named ``model`` with the last epoch's curves and the test metrics linked to it, the BLAS threads
+of the training as the tag ``blas.threads``, and the reports as artifacts. The last epoch's
+numbers stay out of MLflow's metrics (they are the curves' points) but are in ``metrics.json``,
+for ``dvc exp show``.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from typing import Any
 from mlp import Callback
 from pipeline import tracking
 from pipeline.config import Config
-from pipeline.data.dataset import Dataset, load_dataset
+from pipeline.data.dataset import Dataset, check_split, load_dataset
 from pipeline.files import write_history, write_json
+from pipeline.machine import BUSY_CORES, LoadMeter
 from pipeline.names import (
     BEST_EPOCH,
+    BLAS_THREADS_TAG,
     CURVES,
     CURVES_FILE,
     HISTORY_FILE,
@@ -36,6 +40,7 @@ from pipeline.names import (
     METRICS_FILE,
     N_CLASSES,
     N_INPUTS,
+    OTHER_LOAD,
     PROCESSED,
     REGISTERED_MODEL,
     RUN_FILE,
@@ -139,8 +144,10 @@ def train_and_record(
     source = _display(data if not isinstance(data, Dataset) else PROCESSED)
     if not isinstance(data, Dataset):
         data = load_dataset(data, cfg.data.train_limit)
+    check_split(cfg.data, data.split, source)
     framework.prepare(cfg)
     name = run_name(cfg) if framework is NUMPY else f"{framework.name} {run_name(cfg)}"
+    framework_tags = framework.tags(cfg)
     with tracking.start_config_run(
         cfg,
         stage=stage,
@@ -149,7 +156,7 @@ def train_and_record(
         uri=uri,
         data_digests=data.digests,
         parent_run_id=parent_run_id,
-        tags={**framework.tags(cfg), **(tags or {})},
+        tags={**framework_tags, **split_tags(data), **(tags or {})},
         param_keys=param_keys,
         description=describe(cfg, framework, stage, len(data.y_train)),
         system_metrics=True,
@@ -173,9 +180,19 @@ def train_and_record(
             len(data.y_val),
             cfg.train.epochs,
         )
-        model, history = framework.train(cfg, data, [*callbacks, run.epoch_logger()])
+        with LoadMeter() as load:
+            model, history = framework.train(cfg, data, [*callbacks, run.epoch_logger()])
         rows = history_rows(history)
         measured = final_metrics(history)
+        # How much other work the machine did meanwhile: `compare` trusts a speed ratio only
+        # between two trainings on a quiet machine.
+        measured[OTHER_LOAD] = round(load.other_cores, 3)
+        if load.other_cores > BUSY_CORES:
+            log.warning(
+                "other processes kept %.2f cores busy while this trained: its time says more "
+                "about the machine than about the training",
+                load.other_cores,
+            )
         if score_test_set:
             probs = framework.predict_proba(cfg, model, data.X_test)
             measured.update(metrics_on_test_set(data.y_test, probs))
@@ -203,7 +220,7 @@ def train_and_record(
         run.log_metrics(
             {
                 key: measured[key]
-                for key in (TRAIN_SECONDS, BEST_EPOCH, STOPPED_EPOCH, *TEST_METRICS)
+                for key in (TRAIN_SECONDS, OTHER_LOAD, BEST_EPOCH, STOPPED_EPOCH, *TEST_METRICS)
                 if key in measured
             },
             model_id=model_id,
@@ -218,10 +235,22 @@ def train_and_record(
                 "tracking_uri": run.uri,
                 "model_id": model_id,
                 "model_version": version,
+                "blas_threads": _int_or_none(framework_tags.get(BLAS_THREADS_TAG)),
             }
             written.append(write_json(outputs.run_json, record))
     log.info("trained in %.2f s; model written to %s", measured["train_seconds"], outputs.model)
     return RunResult(run.id, measured, rows, model, written, model_id, version)
+
+
+#: The tag with the SHA-256 of the processed split a run trained on (``pipeline.reproduce``
+#: compares it with the local ``data/processed``).
+SPLIT_TAG = "data.split.sha256"
+
+
+def split_tags(data: Dataset) -> dict[str, str]:
+    """The processed split a run trains on: its digest, and the settings that made it."""
+    tags = {SPLIT_TAG: data.split_digest} if data.split_digest else {}
+    return {**tags, **{f"data.split.{key}": str(v) for key, v in data.split.items()}}
 
 
 def describe(cfg: Config, framework: Framework, stage: str, n_train: int) -> str:
@@ -251,6 +280,10 @@ def _register(cfg: Config, run: tracking.Run, model_id: str, kept: dict, name: s
     )
     log.info("registered as %s version %s", REGISTERED_MODEL, version)
     return version
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if value not in (None, "None") else None
 
 
 def _display(path: str | Path) -> str:

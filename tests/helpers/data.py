@@ -28,7 +28,7 @@ def write_split(folder: Path, n_train: int = 400, n_val: int = 100, n_test: int 
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(folder / "mnist.npz", **arrays)
     (folder / "summary.json").write_text(
-        json.dumps({"sha256": {"train-images-idx3-ubyte": "ab" * 32}})
+        json.dumps({"sha256": {"train-images-idx3-ubyte": "ab" * 32}, "split_seed": 0})
     )
     return folder / "mnist.npz"
 
