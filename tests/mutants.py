@@ -306,8 +306,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "rule-blas-threads-dropped",
         "pipeline/config.py",
-        '_check("train.blas_threads", rules.positive_int, t.blas_threads)',
-        "pass",
+        'rules.positive_int("train.blas_threads", t.blas_threads)',
+        "int(t.blas_threads)",
         (RULES + "::test_the_rule_rejects_naming_the_key",),
         "train.blas_threads = 0 accepted",
         k="blas_threads",

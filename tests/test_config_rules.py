@@ -115,8 +115,8 @@ RULES: dict[str, tuple[list[str], list[str]]] = {
     "train.batch_size": (["train.batch_size=0"], ["train.batch_size=1"]),
     "train.dtype": (["train.dtype=float16"], ["train.dtype=float32", "train.dtype=float64"]),
     "train.blas_threads": (
-        ["train.blas_threads=0"],
-        ["train.blas_threads=1", "train.blas_threads=null"],
+        ["train.blas_threads=0", "train.blas_threads=many"],
+        ["train.blas_threads=1", "train.blas_threads=null", "train.blas_threads=auto"],
     ),
     "train.max_norm": (
         ["train.max_norm=0", "train.max_norm=-1", "train.max_norm=inf"],
