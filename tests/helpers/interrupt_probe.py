@@ -40,9 +40,11 @@ def main(uri: str, library_default: bool, stride: int = 1) -> int:
                 position += 1
                 count = 0
 
-                def local(frame, event, arg, target=1 + (position - 1) * stride):
+                def local(frame, event, arg, target=1 + (position - 1) * stride, at=position):
                     nonlocal count
-                    if event == "line":
+                    # A frame that outlives its write (a generator resumed later) keeps the
+                    # tracer of its own position: only the current position's counts.
+                    if event == "line" and at == position:  # noqa: B023 (late: the current one)
                         count += 1
                         if count == target:
                             fired.append(f"{frame.f_code.co_filename}:{frame.f_lineno}")
