@@ -19,13 +19,14 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 BEST := reports/best
 
-.PHONY: help install run test test-fast sweep best bench bench-install bench-quick ui serve lint format params clean \
+.PHONY: help install run test test-fast mutation sweep best bench bench-install bench-quick ui serve lint format params clean \
 	cluster-install tracking-server tracking-server-stop plots
 
 help:
 	@echo "make run        install, then run the pipeline (dvc repro)"
 	@echo "make test       install, then run the whole test suite"
 	@echo "make test-fast  the test suite without the slow end-to-end tests"
+	@echo "make mutation   plant known bugs one at a time and check the tests catch each (~25 min)"
 	@echo "make sweep      the accurate grid of conf/sweep/best.yaml (about 6 minutes)"
 	@echo "make best       train conf/experiment/best.yaml, evaluate it on the test set (reports/best/)"
 	@echo "make bench      speed benchmark: ours vs Keras/TF, scikit-learn, PyTorch, bare NumPy, quiet and loaded (~30 min)"
@@ -55,6 +56,11 @@ test: install
 
 test-fast: install
 	pytest -m "not slow" $(PYTEST_ARGS)
+
+# Not part of `make test`: each planted bug reruns the fast tests that guard its code.
+MUTATION_ARGS ?=
+mutation: install
+	python tests/mutants.py $(MUTATION_ARGS)
 
 sweep: install
 	python -m pipeline.sweep +sweep=best

@@ -84,7 +84,7 @@ def run(
     """Run ``work()`` and turn how it ended into an exit code, with one line on stderr for an
     error. ``failed`` and ``interrupted`` say what was (not) left behind, e.g. "No model was
     written; the MLflow run is marked FAILED."; a usage error needs no such line."""
-    install_sigterm_handler()
+    install_sigterm_handler(deadline=True)
     try:
         work()
     except (KeyboardInterrupt, Terminated) as exc:

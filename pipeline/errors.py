@@ -13,13 +13,15 @@ as a failed run; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 
 class PipelineError(Exception):
@@ -69,36 +71,112 @@ def parent_gone() -> bool:
     return os.getppid() != _STARTED_BY
 
 
-def install_sigterm_handler() -> bool:
-    """Turn SIGTERM into :class:`Terminated` in the main thread, so that an open run ends KILLED
-    and nothing half-written stays. Returns False (and does nothing) when not called from the
-    main thread, where Python cannot install signal handlers."""
+#: Seconds a command may take to end after an interrupt before it exits regardless (its open
+#: MLflow run is then ended KILLED by the next command that opens the store).
+INTERRUPT_GRACE_SECONDS = 30.0
 
-    def _raise(signum: int, frame: Any) -> None:
-        global _terminating
-        # Once: a second SIGTERM (the kernel's on the parent's end, then the watcher's; a
-        # supervisor that repeats itself) must not interrupt the ending of the open run, or
-        # MLflow's exit hook would end it FINISHED.
-        if _terminating:
-            return
-        _terminating = True
-        if _watching:
-            # The kernel signals when the thread that started this process exits: with the
-            # parent killed, its other threads may still be ending. Wait a moment for it, to
-            # say why this process stops.
-            for _ in range(50):
-                if parent_gone():
-                    break
-                time.sleep(0.01)
-        if parent_gone():
-            raise Terminated(signum, f"the process that started it (pid {_STARTED_BY}) ended")
-        raise Terminated(signum)
+_deferring = 0  # depth of :func:`deferred_signals` blocks in the main thread
+_pending: int | None = None  # a signal that arrived inside one, raised when it ends
+_deadline: threading.Timer | None = None
+_exit_deadline = False  # whether an interrupt arms it: a command's process, not a library user
 
-    global _terminating
+
+def _hard_exit(code: int, why: str) -> None:
     try:
-        signal.signal(signal.SIGTERM, _raise)
+        os.write(
+            2,
+            f"error: {why}: exiting now; the next command that opens the MLflow store ends "
+            "the run KILLED\n".encode(),
+        )
+    finally:
+        os._exit(code)
+
+
+def _arm_deadline(code: int) -> None:
+    """After an interrupt, the process ends within :data:`INTERRUPT_GRACE_SECONDS` whatever
+    happens (a lock left held by a library, a thread that never ends)."""
+    global _deadline
+    if _exit_deadline and _deadline is None:
+        why = f"still not ended {INTERRUPT_GRACE_SECONDS:g} s after the interrupt"
+        _deadline = threading.Timer(INTERRUPT_GRACE_SECONDS, _hard_exit, (code, why))
+        _deadline.daemon = True
+        _deadline.start()
+
+
+def _raise_for(signum: int) -> NoReturn:
+    global _terminating
+    _arm_deadline(128 + signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    _terminating = True
+    if _watching:
+        # The kernel signals when the thread that started this process exits: with the parent
+        # killed, its other threads may still be ending. Wait a moment for it, to say why this
+        # process stops.
+        for _ in range(50):
+            if parent_gone():
+                break
+            time.sleep(0.01)
+    if parent_gone():
+        raise Terminated(signum, f"the process that started it (pid {_STARTED_BY}) ended")
+    raise Terminated(signum)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    global _pending
+    # SIGTERM acts once: a second one (the kernel's on the parent's end, then the watcher's; a
+    # supervisor that repeats itself) must not interrupt the ending of the open run, or MLflow's
+    # exit hook would end it FINISHED. A command's deadline bounds that ending.
+    if signum == signal.SIGTERM and (_terminating or _pending == signal.SIGTERM):
+        return
+    if _deferring:
+        if _pending is not None:  # Ctrl-C again: stop now
+            _hard_exit(128 + signum, "interrupted again during a tracking store call")
+        _pending = signum
+        return
+    _raise_for(signum)
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the block runs (in the main thread), then act on them.
+
+    An exception raised at an arbitrary instruction inside a library (MLflow, SQLAlchemy) can
+    leave one of its locks held (a ``with lock:`` interrupted as it exits), and the next call
+    that needs the lock, such as the one that ends the run KILLED, then waits forever. Every
+    tracking-store call runs in such a block: the interrupt is raised when the call returns,
+    with the library's state intact. A second Ctrl-C inside the block exits at once.
+    """
+    global _deferring, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if not _deferring and _pending is not None:
+            signum, _pending = _pending, None
+            _raise_for(signum)
+
+
+def install_sigterm_handler(*, deadline: bool = False) -> bool:
+    """Turn SIGTERM into :class:`Terminated` (once: later ones are ignored while the process
+    ends) and Ctrl-C (SIGINT) into ``KeyboardInterrupt`` in the main thread, so that an open run
+    ends KILLED and nothing half-written stays; both wait for a tracking-store call in progress
+    (:func:`deferred_signals`). With ``deadline`` (a command, which ends on them), the process
+    exits within :data:`INTERRUPT_GRACE_SECONDS` of them whatever else happens. A SIGINT this
+    process was started to ignore stays ignored. Returns False (and does nothing) when not
+    called from the main thread, where Python cannot install signal handlers."""
+    global _exit_deadline, _terminating
+    try:
+        signal.signal(signal.SIGTERM, _on_signal)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_signal)
     except ValueError:
         return False
+    _exit_deadline = _exit_deadline or deadline
     _terminating = False
     return True
 

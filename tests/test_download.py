@@ -19,12 +19,12 @@ from pipeline.data.fetch import DownloadError, candidate_sources, download_all, 
 from pipeline.data.idx import write_idx
 from pipeline.download import main
 
-from helpers.data import mnist_mirror
+from helpers.data import mnist_source
 from helpers.idx import decompressed_sha256, fake_images, write_fake_mnist
 from helpers.project import ROOT, full_params
 
 #: Read before the fixtures below take MNIST_MIRROR out of the environment.
-REAL_MIRROR = mnist_mirror()
+REAL_MIRROR = mnist_source()
 FAST = {"timeout": 0.3, "retries": 2, "backoff": 0.01}
 
 
@@ -339,11 +339,11 @@ def test_help(capsys):
 
 
 def test_real_local_mirror(tmp_path):
-    """The real files from the local mirror (``MNIST_MIRROR``, else ``../shared/mnist``),
-    checked against the real digests of ``conf/``."""
+    """The real files from ``MNIST_MIRROR`` (a folder or URL), else ``../shared/mnist``, checked
+    against the real digests of ``conf/``."""
     if REAL_MIRROR is None:
-        pytest.skip("no MNIST mirror: set MNIST_MIRROR to a folder with the four .gz files")
+        pytest.skip("no MNIST mirror: set MNIST_MIRROR to a folder or URL with the four .gz files")
     data = yaml.safe_load((ROOT / "conf" / "data" / "mnist.yaml").read_text())
-    paths = download_all(data["files"], tmp_path, [], env_mirror=str(REAL_MIRROR))
+    paths = download_all(data["files"], tmp_path, [], env_mirror=REAL_MIRROR)
     for key, spec in data["files"].items():
         assert decompressed_sha256(paths[key]) == spec["sha256"]

@@ -52,6 +52,7 @@ from mlflow.utils.mlflow_tags import (
 )
 
 import mlp
+from pipeline.errors import deferred_signals
 from pipeline.names import CHAMPION, MODEL_ARTIFACT, N_CLASSES, N_INPUTS, REGISTERED_MODEL
 from pipeline.tracking.store import TrackingError, store_client, use_store, with_retry
 
@@ -200,7 +201,7 @@ def log_model(
                 run_id=run_id,
                 model_id=logged.model_id,
             )
-            with _quietly():
+            with _quietly(), deferred_signals():  # MLflow's own locks (see there)
                 if flavor == MLP_FLAVOR:
                     _save_mlp(local, Path(saved), description, dtype, input_example)
                 else:
@@ -211,7 +212,8 @@ def log_model(
         with_retry(client.log_outputs, run_id, [output])
     except BaseException:
         try:
-            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            with deferred_signals():
+                client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
         except Exception as exc:
             log.warning("could not mark the model %s FAILED: %s", logged.model_id, exc)
         raise

@@ -28,7 +28,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 import mlp
 from pipeline.config import Config, to_dict
-from pipeline.errors import Terminated
+from pipeline.errors import Terminated, deferred_signals
 from pipeline.names import CURVES, DATASETS, TRAIN_SECONDS
 from pipeline.tracking import models
 from pipeline.tracking.datasets import DatasetRef, dataset_input
@@ -442,7 +442,8 @@ def _terminate(client: MlflowClient, run_id: str, status: str) -> None:
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
         try:
-            mlflow.end_run(status)
+            with deferred_signals():
+                mlflow.end_run(status)
             return
         except Exception as exc:
             # end_run pops the run off the stack before it writes the status.

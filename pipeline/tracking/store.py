@@ -24,7 +24,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, deferred_signals
 from pipeline.names import PROJECT_ROOT
 
 logger = logging.getLogger(__name__)
@@ -237,11 +237,14 @@ def is_locked(exc: BaseException) -> bool:
 
 def with_retry(fn: Callable[..., T], *args: Any, tries: int = 10, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)``, retried with jittered exponential backoff (0.05 s doubling up to
-    2 s, ~10 s in all) while SQLite reports "database is locked"; other errors pass at once."""
+    2 s, ~10 s in all) while SQLite reports "database is locked"; other errors pass at once.
+    Ctrl-C and SIGTERM wait for each call to return (:func:`pipeline.errors.deferred_signals`),
+    never for the back-off between calls."""
     delay = 0.05
     for attempt in range(1, tries + 1):
         try:
-            return fn(*args, **kwargs)
+            with deferred_signals():  # an interrupt waits for the call (see there)
+                return fn(*args, **kwargs)
         except Exception as exc:
             if attempt == tries or not is_locked(exc):
                 raise

@@ -34,7 +34,23 @@ def write_split(folder: Path, n_train: int = 400, n_val: int = 100, n_test: int 
 
 
 def mnist_mirror() -> Path | None:
-    """The real MNIST files: ``MNIST_MIRROR``, else ``../shared/mnist``; None when absent."""
+    """The real MNIST files in a folder: ``MNIST_MIRROR`` (a folder or a ``file://`` URL), else
+    ``../shared/mnist``; None when absent."""
     configured = os.environ.get("MNIST_MIRROR")
+    if configured and configured.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        configured = unquote(urlparse(configured).path)
     folder = Path(configured) if configured else ROOT.parent / "shared" / "mnist"
     return folder if all((folder / name).exists() for name in MNIST_FILES.values()) else None
+
+
+def mnist_source() -> str | None:
+    """Where the real MNIST files come from, as the download stage takes it: ``MNIST_MIRROR``
+    when set (a folder, a ``file://`` or an ``http(s)://`` URL; used as given, so a wrong one
+    fails rather than skips), else ``../shared/mnist`` when it holds the files; else None."""
+    configured = os.environ.get("MNIST_MIRROR")
+    if configured:
+        return configured
+    folder = mnist_mirror()
+    return None if folder is None else str(folder)
