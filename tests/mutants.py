@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.project import copy_working_tree
 
 
 @dataclass(frozen=True)
@@ -463,25 +462,6 @@ MUTANTS: tuple[Mutant, ...] = (
 )
 
 
-def project_files() -> list[str]:
-    """The project's files as git sees them (tracked, and new files not ignored)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return [name for name in listed.split("\0") if name and (ROOT / name).is_file()]
-
-
-def copy_project(dest: Path) -> Path:
-    for name in project_files():
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, dest / name)
-    return dest
-
-
 def run_tests(copy: Path, tests: tuple[str, ...], k: str, timeout: float) -> tuple[str, float, str]:
     """``("killed" | "survived" | "timeout", seconds, last lines)`` of the tests in ``copy``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -562,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
-        copy = copy_project(Path(tmp))
+        copy = copy_working_tree(Path(tmp))
         for i, mutant in enumerate(chosen, 1):
             original = check_mutant(copy, mutant)
             try:

@@ -14,9 +14,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def clone_working_tree(dest: Path) -> Path:
-    """A git clone of the project carrying the working tree's files (committed or not)."""
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)
+def project_files() -> list[str]:
+    """The project's files as git sees them (tracked, and new files not ignored)."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT,
@@ -24,12 +23,21 @@ def clone_working_tree(dest: Path) -> Path:
         capture_output=True,
         text=True,
     ).stdout
-    for name in filter(None, listed.split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
+    return [name for name in listed.split("\0") if name and (ROOT / name).is_file()]
+
+
+def copy_working_tree(dest: Path) -> Path:
+    """The working tree's files (committed or not) copied into ``dest``."""
+    for name in project_files():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
     return dest
+
+
+def clone_working_tree(dest: Path) -> Path:
+    """A git clone of the project carrying the working tree's files (committed or not)."""
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(dest)], check=True)
+    return copy_working_tree(dest)
 
 
 def command_env(tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
