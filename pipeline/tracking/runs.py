@@ -377,18 +377,22 @@ def existing_run(run_id: str, recorded_uri: str, configured_uri: str | None = No
     return Run(client, run_id, uri)
 
 
+def _children(parent: Run, where: str) -> list:
+    """The child runs of ``parent`` that match ``where`` (an MLflow search filter)."""
+    client = parent._client
+    experiment = with_retry(client.get_run, parent.id).info.experiment_id
+    return with_retry(
+        client.search_runs, [experiment], f"tags.mlflow.parentRunId = '{parent.id}' and {where}"
+    )
+
+
 def end_unfinished_children(parent: Run, error: BaseException) -> None:
     """Children of ``parent`` still RUNNING when it stops (their process was killed) end as it
     does: KILLED on an interrupt, FAILED otherwise. Never raises."""
     killed = isinstance(error, (KeyboardInterrupt, Terminated))
     try:
         client = parent._client
-        experiment = with_retry(client.get_run, parent.id).info.experiment_id
-        orphans = with_retry(
-            client.search_runs,
-            [experiment],
-            f"tags.mlflow.parentRunId = '{parent.id}' and attributes.status = 'RUNNING'",
-        )
+        orphans = _children(parent, "attributes.status = 'RUNNING'")
         for orphan in orphans:
             reason = f"the sweep stopped before this point ended ({type(error).__name__})"
             with_retry(client.set_tag, orphan.info.run_id, "failure_reason", reason)
@@ -406,12 +410,7 @@ def end_dead_children(parent: Run, dead: Mapping[str, str]) -> dict[str, str]:
     ended: dict[str, str] = {}
     try:
         client = parent._client
-        experiment = with_retry(client.get_run, parent.id).info.experiment_id
-        children = with_retry(
-            client.search_runs,
-            [experiment],
-            f"tags.mlflow.parentRunId = '{parent.id}' and attributes.status != 'FINISHED'",
-        )
+        children = _children(parent, "attributes.status != 'FINISHED'")
         for child in children:
             pid = child.data.tags.get(PID_TAG)
             reaped = child.info.status == "KILLED" and str(
