@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 
@@ -57,9 +58,45 @@ class Terminated(SystemExit):
         return (type(self), (self.signum, self.reason))
 
 
+#: Shells that run a command string (``sh -c "..."``): how ``dvc repro`` (with ``$SHELL``, or
+#: ``/bin/sh``) and CI runners start a command. Some (dash, fish) wait for it instead of
+#: replacing themselves with it, so the process that really started the command is their parent.
+_SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "ash", "fish"})
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent of ``pid`` (Linux ``/proc``), or None when it has ended or cannot be read."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _launcher_of(pid: int) -> int | None:
+    """When ``pid`` is a shell running a command string, the process that started that shell
+    (None otherwise, or when it is ``init``: an orphaned shell has nobody left to lose)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    if os.path.basename(argv[0]).lstrip("-") not in _SHELLS:
+        return None
+    options = []
+    for arg in argv[1:]:
+        if not arg.startswith("-") or arg == "--":
+            break
+        options.append(arg)
+    if not any(o == "-c" or (not o.startswith("--") and "c" in o) for o in options):
+        return None
+    launcher = _parent_of(pid)
+    return launcher if launcher not in (None, 0, 1) else None
+
+
 #: The process that started this one, read as early as a command can (when this module is
-#: first imported); :func:`stop_with_parent` watches it.
+#: first imported); :func:`stop_with_parent` watches it, and when it is a ``sh -c`` wrapper, the
+#: process that started the shell too (``dvc repro`` killed leaves its ``/bin/sh`` running).
 _STARTED_BY = os.getppid()
+_LAUNCHED_BY = _launcher_of(_STARTED_BY) if sys.platform.startswith("linux") else None
 #: Linux's ``prctl`` option: the signal this process receives when its parent ends.
 _PR_SET_PDEATHSIG = 1
 _watching = False
@@ -67,8 +104,18 @@ _terminating = False
 
 
 def parent_gone() -> bool:
-    """Whether the process that started this one has ended (this process was re-parented)."""
-    return os.getppid() != _STARTED_BY
+    """Whether the process that started this one has ended (this process was re-parented), or,
+    when that was a ``sh -c`` wrapper, the process that started the shell (it was re-parented)."""
+    if os.getppid() != _STARTED_BY:
+        return True
+    return _LAUNCHED_BY is not None and _parent_of(_STARTED_BY) != _LAUNCHED_BY
+
+
+def _starter() -> str:
+    """Who started this process, for the reason a run ends with."""
+    if _LAUNCHED_BY is None:
+        return f"the process that started it (pid {_STARTED_BY})"
+    return f"the process that started it (pid {_LAUNCHED_BY}, through the shell pid {_STARTED_BY})"
 
 
 #: Seconds a command may take to end after an interrupt before it exits regardless (its open
@@ -118,7 +165,7 @@ def _raise_for(signum: int) -> NoReturn:
                 break
             time.sleep(0.01)
     if parent_gone():
-        raise Terminated(signum, f"the process that started it (pid {_STARTED_BY}) ended")
+        raise Terminated(signum, f"{_starter()} ended")
     raise Terminated(signum)
 
 
@@ -189,7 +236,9 @@ def stop_with_parent(poll_seconds: float = 0.5) -> bool:
 
     On Linux the kernel sends SIGTERM when the parent ends (``prctl(PR_SET_PDEATHSIG)``); a
     daemon thread also checks every ``poll_seconds`` whether this process was re-parented, which
-    covers other systems and a parent that ended before the ``prctl`` call. Installs the SIGTERM
+    covers other systems and a parent that ended before the ``prctl`` call, and, when the parent
+    is a ``sh -c`` wrapper that waits for its command (``dvc repro`` runs stages with ``$SHELL``
+    or ``/bin/sh``; dash and fish wait), whether that shell was. Installs the SIGTERM
     handler; returns False (and watches nothing) outside the main thread, or when SIGHUP is
     ignored: the process was started with ``nohup`` to outlive its terminal on purpose."""
     global _watching
@@ -206,9 +255,7 @@ def stop_with_parent(poll_seconds: float = 0.5) -> bool:
         except (OSError, AttributeError):  # no libc to call: the watcher below still works
             pass
     if parent_gone():
-        raise Terminated(
-            signal.SIGTERM, f"the process that started it (pid {_STARTED_BY}) had ended"
-        )
+        raise Terminated(signal.SIGTERM, f"{_starter()} had ended")
     if not _watching:
         _watching = True
         threading.Thread(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +49,10 @@ def _wait_gone(pid: int, timeout: float = 60) -> None:
     while _alive(pid):
         assert time.monotonic() < deadline, f"process {pid} still runs after its parent died"
         time.sleep(0.1)
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _child_pids(pid: int) -> list[int]:
@@ -114,9 +119,64 @@ def test_a_training_stops_as_killed_when_the_shell_that_started_it_dies(tmp_path
     _assert_stopped_as_killed(tmp_path, uri)
 
 
+def _waiting_shell() -> str:
+    """A shell that waits for the one command of ``sh -c`` instead of replacing itself with it
+    (Debian's dash; bash replaces itself)."""
+    shell = shutil.which("dash") or "/bin/sh"
+    probe = subprocess.Popen([shell, "-c", "sleep 5"])
+    try:
+        time.sleep(0.3)
+        waits = bool(_child_pids(probe.pid))
+    finally:
+        for pid in _child_pids(probe.pid):
+            os.kill(pid, signal.SIGKILL)
+        probe.kill()
+        probe.wait()
+    if not waits:
+        pytest.skip(f"{shell} replaces itself with its command: no waiting shell to test with")
+    return shell
+
+
+def test_a_training_stops_when_the_launcher_of_its_sh_c_wrapper_dies(tmp_path, store_uri):
+    """``dvc repro`` (and CI runners) start a command as ``$SHELL -c "..."`` (``/bin/sh`` when
+    ``SHELL`` is unset); dash waits for the command, so killing the launcher leaves the shell
+    running and the training's own parent alive: the training must still stop."""
+    uri = store_uri
+    _long_training(tmp_path)
+    shell = _waiting_shell()
+    command = f"{shlex.join(train_command(tmp_path))} 2> {tmp_path / 'stderr'}"
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess; subprocess.run([{shell!r}, '-c', {command!r}])",
+        ],
+        env=command_env(uri),
+        stdout=subprocess.DEVNULL,
+        preexec_fn=_default_sighup,
+    )
+    try:
+        training = _training_pid(launcher.pid)
+        wrapper = _parent_of(training)
+        assert wrapper != launcher.pid, "the training's parent should be the shell"
+        wait_for_an_epoch(launcher, uri)
+        launcher.kill()
+        launcher.wait(timeout=30)
+        assert _alive(wrapper), "the shell outlives its launcher (the case under test)"
+        _wait_gone(training)
+    finally:
+        launcher.kill()
+    _assert_stopped_as_killed(tmp_path, uri)
+    (run,) = runs_of(uri)
+    assert f"through the shell pid {wrapper}" in run.data.tags["failure_reason"]
+
+
 @pytest.mark.slow
-def test_killing_dvc_repro_with_sigkill_stops_the_stage(tmp_path, store_uri):
-    """The real thing: `dvc repro` runs the stage; `kill -9` of dvc (a CI timeout) stops it."""
+@pytest.mark.parametrize("shell", ["waiting", "bash"])
+def test_killing_dvc_repro_with_sigkill_stops_the_stage(tmp_path, store_uri, shell):
+    """The real thing: `dvc repro` runs the stage; `kill -9` of dvc (a CI timeout) stops it,
+    whether dvc's ``$SHELL`` waits for the stage (dash, and ``/bin/sh`` when ``SHELL`` is unset,
+    as under many CI runners) or replaces itself with it (bash)."""
     uri = store_uri
     _long_training(tmp_path)
     command = shlex.join(
@@ -131,6 +191,7 @@ def test_killing_dvc_repro_with_sigkill_stops_the_stage(tmp_path, store_uri):
     )
     env = command_env(uri)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["SHELL"] = _waiting_shell() if shell == "waiting" else shutil.which("bash") or "/bin/bash"
     subprocess.run([str(DVC), "init", "--no-scm", "-q"], cwd=tmp_path, env=env, check=True)
     dvc = subprocess.Popen(
         [str(DVC), "repro", "train"],
