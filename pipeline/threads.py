@@ -6,8 +6,8 @@ n_out`` floating-point operations. A product split over several BLAS threads wai
 for the slowest of them. On a quiet machine that wait is a few microseconds; on a machine doing
 other work a thread that lost its core waits a whole scheduler slice, and a small network pays
 it tens of thousands of times per epoch (the reference configuration took 3 to 30 times as long
-on two threads as on one while other processes ran). A product is worth another thread only
-when each thread gets enough work to hide that wait.
+on two threads as on one while other processes ran, a mid-size one up to 28 times). A product is
+worth another thread only when each thread gets enough work to hide that wait.
 
 :func:`choose_threads` is that rule, and nothing else: a pure function of the layer sizes, the
 batch size and the cores the process may use. It deliberately does not look at the machine's
@@ -33,11 +33,14 @@ from pipeline.machine import available_cores
 AUTO = "auto"
 
 #: Floating-point operations of the largest matrix product of a step that each BLAS thread must
-#: get before another thread is used. At about 50-100 GFLOP/s per core, 8 MFLOP is 0.1-0.2 ms of
-#: work per thread: a quiet machine's thread wake-ups (microseconds) are lost in it. Below it
-#: (the reference network's largest product at batch 32 is 1.6 MFLOP) one thread is as fast when
-#: the machine is quiet and many times faster when it is not.
-FLOPS_PER_THREAD = 8_000_000
+#: get before another thread is used: about a scheduler slice of work (1-3 ms at 50-100 GFLOP/s
+#: per core). A product split over threads waits at its end for the slowest of them; on a busy
+#: machine that is a thread that lost its core, for up to a slice, at every product. Work of a
+#: slice or more per thread hides that wait; less does not: (b) of ``make bench`` (784-256-128-10
+#: at batch 128, 51 MFLOP) ran 1.3 times faster quiet on two threads than on one but 2 to 28
+#: times slower beside one busy process, while (c) (537 MFLOP) ran 1.8 times faster quiet and
+#: about 1.3 times slower loaded. The reference network at batch 32 (1.6 MFLOP) is far below.
+FLOPS_PER_THREAD = 128_000_000
 
 
 def largest_product_flops(layer_sizes: Sequence[int], batch_size: int) -> int:
