@@ -304,20 +304,23 @@ def validate(raw: dict | DictConfig) -> Config:
                 OmegaConf.masked_copy(raw, [k for k in raw if k != "hydra"]), resolve=True
             )
         except OmegaConfBaseException as exc:
-            key = getattr(exc, "full_key", None) or "config"
-            reason = str(exc).splitlines()[0]
-            raise ConfigError(f"invalid config: {key}: {reason}") from None
+            raise invalid_config(exc) from None
     raw = {k: v for k, v in dict(raw).items() if k != "hydra"}
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), raw)
     except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "config"
-        reason = str(exc).splitlines()[0]
-        raise ConfigError(f"invalid config: {key}: {reason}") from None
+        raise invalid_config(exc) from None
     cfg: Config = OmegaConf.to_object(merged)
     _check_values(cfg)
     _check_buildable(cfg)
     return cfg
+
+
+def invalid_config(exc: OmegaConfBaseException) -> ConfigError:
+    """The usage error for a config OmegaConf cannot resolve or merge (an interpolation to a
+    key that does not exist, a value of the wrong type), naming the key."""
+    key = getattr(exc, "full_key", None) or "config"
+    return ConfigError(f"invalid config: {key}: {str(exc).splitlines()[0]}")
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

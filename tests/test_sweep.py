@@ -462,6 +462,8 @@ def test_exit_status_when_every_point_failed(bright_project):
     ("overrides", "message"),
     [
         (["optimizer.learning_rate=0.01,0.1", "model.hidden_sizes=[]"], "model.hidden_sizes"),
+        # an interpolation to a key that does not exist: the key, not a traceback
+        (["model=reference,wide", "seed=${nope}"], "invalid config: seed: Interpolation key"),
         pytest.param(
             ["model=reference,wide", "hydra/launcher=ray"],
             "hydra/launcher=ray",
@@ -478,6 +480,7 @@ def test_a_bad_sweep_stops_before_any_point(project, overrides, message, monkeyp
     result = run_sweep(project, "--multirun", *overrides)
     assert result.returncode == 2
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
     assert not list(project.rglob("result.json"))
     _, parents, children = runs_of(project)
     assert not parents and not children

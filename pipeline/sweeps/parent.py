@@ -51,7 +51,7 @@ from pipeline.reporting import study, sweep_summary
 from pipeline.reporting.sweep_summary import FINISHED
 from pipeline.sweeps import launchers
 from pipeline.sweeps.points import is_optuna, plain_config
-from pipeline.sweeps.state import add_to_jobs, sweep_dir_of
+from pipeline.sweeps.state import add_to_jobs, sweep_dir_of, task_overrides
 from pipeline.tracking.provenance import HOST_TAG, PID_TAG, STARTED_TAG, pipeline_outputs
 from pipeline.tracking.provenance import process_tags as tracking_process_tags
 from pipeline.tracking.reaper import stale_reason
@@ -74,7 +74,7 @@ def _grid(hydra_cfg: DictConfig) -> dict[str, str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        parsed = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+        parsed = OverridesParser.create().parse_overrides(task_overrides(hydra_cfg))
     except Exception:  # Hydra has already accepted them; this is only for the record
         return grid
     for override in parsed:
@@ -200,7 +200,7 @@ def start_sweep(config: DictConfig, reports: str | Path = SWEEP_REPORTS) -> str:
     reports_dir = _reports_dir(cwd, Path(reports) / name, sweep_dir)
     launcher = launchers.check(hc)
     _claim_folder(sweep_dir)
-    overrides = " ".join(hc.overrides.task)
+    overrides = " ".join(task_overrides(hc))
     grid = _grid(hc)
     parent_config = {
         "sweep": {"name": name, "overrides": overrides, "grid": grid, "launcher": launcher}

@@ -21,15 +21,16 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pipeline import cli, tracking
-from pipeline.config import ConfigError, TrackingConfig, to_dict, validate
+from pipeline.config import ConfigError, TrackingConfig, invalid_config, to_dict, validate
 from pipeline.data.dataset import data_digests
 from pipeline.errors import install_sigterm_handler
 from pipeline.files import write_json
 from pipeline.names import BLAS_THREADS_TAG, N_CLASSES, N_INPUTS, PROCESSED, RESULT_FILE, SUMMARY
 from pipeline.reporting.sweep_summary import FAILED, FINISHED, override_key
-from pipeline.sweeps.state import sweep_of_job
+from pipeline.sweeps.state import sweep_of_job, task_overrides
 from pipeline.threads import blas_pool_size
 from pipeline.training.frameworks import training_threads
 from pipeline.training.progress import ProgressBar
@@ -73,7 +74,7 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
     sweep = sweep_of_job(hc) if multirun else {}
     row: dict[str, Any] = {
         "job": int(hc.job.num) if multirun else 0,
-        "overrides": list(hc.overrides.task),
+        "overrides": task_overrides(hc),
         "status": FAILED,
         "reason": None,
         "exit_code": None,
@@ -119,13 +120,16 @@ def _run(cfg: DictConfig) -> dict[str, Any]:
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
     """``cfg`` without Hydra's own node, resolved, as plain containers. (Resolving the ``hydra``
     node itself fails outside a job: ``hydra.sweep.subdir`` needs ``hydra.job.num``.)"""
-    return {
-        str(key): OmegaConf.to_container(value, resolve=True)
-        if OmegaConf.is_config(value)
-        else value
-        for key, value in cfg.items_ex(resolve=True)
-        if key != "hydra"
-    }
+    try:
+        return {
+            str(key): OmegaConf.to_container(value, resolve=True)
+            if OmegaConf.is_config(value)
+            else value
+            for key, value in cfg.items_ex(resolve=True)
+            if key != "hydra"
+        }
+    except OmegaConfBaseException as exc:  # e.g. seed=${nope}: a usage error naming the key
+        raise invalid_config(exc) from None
 
 
 def _describe(config: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,12 @@ def sweep_dir_of(hydra_cfg: DictConfig) -> Path:
     return (Path(hydra_cfg.runtime.cwd) / str(hydra_cfg.sweep.dir)).absolute()
 
 
+def task_overrides(hydra_cfg: DictConfig) -> list[str]:
+    """The job's command-line overrides as written: never resolved, so a value such as
+    ``seed=${nope}`` stays text here and is reported by the config's validation instead."""
+    return [str(o) for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)]
+
+
 def quote(value: str) -> str:
     """``value`` as a quoted Hydra override value that composes back to exactly ``value``: no
     grammar character, quote, backslash or ``${`` interpolation in it is interpreted.
