@@ -101,7 +101,9 @@ def _check_concurrent_runs(uri: str, tmp_path: Path, n: int = 8) -> None:
     for run in runs:
         assert run.info.status == "FINISHED"
         for metric in ("train_loss", "val_accuracy", "epoch_seconds"):
-            assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1, 2]
+            history = client.get_metric_history(run.info.run_id, metric)
+            rows = [(m.step, m.timestamp, m.value) for m in history]  # shown when it fails
+            assert [m.step for m in history] == [1, 2], (run.info.run_id, metric, rows)
         assert "train_seconds" in run.data.metrics
         assert "MLmodel" in model_files(uri, run.info.run_id)
     records = [json.loads((tmp_path / f"reports{i}/run.json").read_text()) for i in range(n)]
