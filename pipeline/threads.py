@@ -6,7 +6,7 @@ n_out`` floating-point operations. A product split over several BLAS threads wai
 for the slowest of them. On a quiet machine that wait is a few microseconds; on a machine doing
 other work a thread that lost its core waits a whole scheduler slice, and a small network pays
 it tens of thousands of times per epoch (the reference configuration took 3 to 30 times as long
-on two threads as on one while other processes ran, a mid-size one up to 28 times). A product is
+on two threads as on one while other processes ran, a mid-size one up to 30 times). A product is
 worth another thread only when each thread gets enough work to hide that wait.
 
 :func:`choose_threads` is that rule, and nothing else: a pure function of the layer sizes, the
@@ -37,9 +37,10 @@ AUTO = "auto"
 #: per core). A product split over threads waits at its end for the slowest of them; on a busy
 #: machine that is a thread that lost its core, for up to a slice, at every product. Work of a
 #: slice or more per thread hides that wait; less does not: (b) of ``make bench`` (784-256-128-10
-#: at batch 128, 51 MFLOP) ran 1.3 times faster quiet on two threads than on one but 2 to 28
-#: times slower beside one busy process, while (c) (537 MFLOP) ran 1.8 times faster quiet and
-#: about 1.3 times slower loaded. The reference network at batch 32 (1.6 MFLOP) is far below.
+#: at batch 128, 51 MFLOP) ran 1.36 times faster quiet on two threads than on one, but 1.9 times
+#: slower beside one busy process and up to 30 times beside two; (c) (537 MFLOP) ran 1.75 times
+#: faster quiet and 1.5 to 1.7 times slower loaded. The reference network at batch 32
+#: (1.6 MFLOP) is far below.
 FLOPS_PER_THREAD = 128_000_000
 
 
