@@ -23,27 +23,23 @@ from pipeline.config import compose, validate
 from pipeline.reporting import comparison, study, sweep_summary
 from pipeline.sweeps import parent as sweep_parent
 
+from helpers.rows import summary_row
+
 
 def _row(job, val, val_ce, test, test_ce, seconds, model="reference", lr=0.1, status="FINISHED"):
-    sizes = {"reference": [784, 32, 16, 10], "wide": [784, 128, 64, 10]}[model]
-    return {
-        "job": job,
-        "overrides": [f"model={model}", f"optimizer.learning_rate={lr}"],
-        "model": model,
-        "layer_sizes": sizes,
-        "hidden_activation": "tanh",
-        "optimizer": "sgd",
-        "learning_rate": lr,
-        "status": status,
-        "val_top1_accuracy": val,
-        "val_cross_entropy": val_ce,
-        "test_top1_accuracy": test,
-        "test_cross_entropy": test_ce,
-        "train_seconds": seconds,
-        "run_id": f"run{job}",
-        "reason": None if status == "FINISHED" else "DivergenceError: training diverged",
-        "config": {"model": {"name": model}, "job": job},
-    }
+    return summary_row(
+        job,
+        model,
+        lr,
+        status,
+        val_top1_accuracy=val,
+        val_cross_entropy=val_ce,
+        test_top1_accuracy=test,
+        test_cross_entropy=test_ce,
+        train_seconds=seconds,
+        run_id=f"run{job}",
+        config={"model": {"name": model}, "job": job},
+    )
 
 
 # Validation top-1 ranks 2 > 0 > 1 > 3; test top-1 ranks 1 > 3 > 0 > 2 (the reverse);

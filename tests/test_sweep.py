@@ -31,6 +31,7 @@ from pipeline.sweeps import state as sweep_state
 from pipeline.sweeps.points import plain_config
 
 from helpers.project import command_env, run_module
+from helpers.rows import summary_row
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -185,25 +186,17 @@ def test_default_choices_join_the_command_lines_overrides(argv, expected):
 
 # ---------------------------------------------------------------------------- the summary
 def _row(job, model, lr, status="FINISHED", val=None, **extra):
-    sizes = {"reference": [784, 32, 16, 10], "wide": [784, 128, 64, 10]}[model]
-    return {
-        "job": job,
-        "overrides": [f"model={model}", f"optimizer.learning_rate={lr}", "train.epochs=1"],
-        "model": model,
-        "layer_sizes": sizes,
-        "hidden_activation": "tanh",
-        "optimizer": "sgd",
-        "learning_rate": lr,
-        "status": status,
-        "val_top1_accuracy": val,
-        "val_cross_entropy": None if val is None else 1 - val,
-        "test_top1_accuracy": None if val is None else val - 0.01,
-        "test_cross_entropy": None if val is None else 1.1 - val,
-        "train_seconds": 1.0,
-        "reason": None if status == "FINISHED" else "DivergenceError: training diverged",
-        "config": {"model": {"name": model}},
-        **extra,
-    }
+    scores = {}
+    if val is not None:
+        scores = {
+            "val_top1_accuracy": val,
+            "val_cross_entropy": 1 - val,
+            "test_top1_accuracy": val - 0.01,
+            "test_cross_entropy": 1.1 - val,
+        }
+    return summary_row(
+        job, model, lr, status, extra_overrides=("train.epochs=1",), **scores, **extra
+    )
 
 
 ROWS = [
