@@ -86,7 +86,7 @@ def _launcher_of(pid: int) -> int | None:
         if not arg.startswith("-") or arg == "--":
             break
         options.append(arg)
-    if not any(o == "-c" or (not o.startswith("--") and "c" in o) for o in options):
+    if not any(not o.startswith("--") and "c" in o for o in options):  # -c, -ec, ...
         return None
     launcher = _parent_of(pid)
     return launcher if launcher not in (None, 0, 1) else None
