@@ -52,12 +52,19 @@ class Loss:
         return self.sum(output, target) / output.shape[0]
 
     def output_delta(
-        self, output: np.ndarray, target: np.ndarray, activation: Activation, scale: float = 1.0
+        self,
+        output: np.ndarray,
+        target: np.ndarray,
+        activation: Activation,
+        scale: float = 1.0,
+        batch_rows: int | None = None,
     ) -> np.ndarray:
         """``scale * dC/dz`` at the output layer, shape ``(M, n_out)``. May overwrite ``output``.
 
         ``scale`` lets a caller fold a constant factor (plain SGD's learning rate) into the error,
         so that backpropagation yields ``scale *`` every gradient at no extra cost.
+        ``batch_rows``: ``output`` is a block of the rows of a batch of this many (the mean is
+        over the whole batch); default ``M``.
         """
         raise NotImplementedError
 
@@ -84,7 +91,12 @@ class CrossEntropy(Loss):
         return float(-(target * np.log(np.clip(output, eps, 1 - eps))).sum())
 
     def output_delta(
-        self, output: np.ndarray, target: np.ndarray, activation: Activation, scale: float = 1.0
+        self,
+        output: np.ndarray,
+        target: np.ndarray,
+        activation: Activation,
+        scale: float = 1.0,
+        batch_rows: int | None = None,
     ) -> np.ndarray:
         # Fused softmax + cross-entropy error: (p - y) / M, computed in place in the output.
         m = output.shape[0]
@@ -92,7 +104,7 @@ class CrossEntropy(Loss):
             output[np.arange(m), target] -= 1
         else:
             output -= target
-        output *= scale / m
+        output *= scale / (batch_rows or m)
         return output
 
 
@@ -106,10 +118,15 @@ class SumSquaredError(Loss):
         return float(0.5 * np.sum(diff * diff))
 
     def output_delta(
-        self, output: np.ndarray, target: np.ndarray, activation: Activation, scale: float = 1.0
+        self,
+        output: np.ndarray,
+        target: np.ndarray,
+        activation: Activation,
+        scale: float = 1.0,
+        batch_rows: int | None = None,
     ) -> np.ndarray:
         grad = output - _dense(target, output)  # dL/da = a - y (eq. 72)
-        grad *= scale / output.shape[0]
+        grad *= scale / (batch_rows or output.shape[0])
         return activation.backward(output, grad)
 
 

@@ -19,12 +19,14 @@ All errors are computed before any parameter is updated.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from mlp import losses as _losses
 from mlp import regularization, rules
 from mlp.callbacks import Callback
 from mlp.optimizers import SGD, Optimizer
+from mlp.parallel import PartRunner, part_bounds
 from mlp.schedules import Schedule
 from mlp.stopping import EarlyStopping
 
@@ -319,6 +322,8 @@ class MLP:
         input_dropout: float = 0.0,
         max_norm: float | None = None,
         early_stopping: EarlyStopping | None = None,
+        batch_parts: int = 1,
+        workers: int = 1,
     ) -> dict[str, Any]:
         """Mini-batch training; returns the per-epoch history.
 
@@ -342,6 +347,12 @@ class MLP:
           back to it.
         - ``early_stopping``: an :class:`mlp.EarlyStopping` watching a validation metric (needs
           ``validation``); history keys ``best_epoch``, ``stopped_epoch``, ``restored_best``.
+
+        How a step is computed (:mod:`mlp.parallel`): ``batch_parts`` splits every batch in that
+        many fixed blocks of rows, whose gradients are computed separately and added in block
+        order (the weights' last bits depend on it); ``workers`` threads share the blocks (any
+        count gives the same weights). Each thread's matrix products use the BLAS threads in
+        force, so with ``workers > 1`` limit those to one (``threadpoolctl``).
         """
         epochs = rules.positive_int("epochs", epochs)
         batch_size = rules.positive_int("batch_size", batch_size)
@@ -355,8 +366,18 @@ class MLP:
             max_norm = rules.positive("max_norm", max_norm)
         if early_stopping is not None and validation is None:
             raise ValueError("early_stopping watches a validation metric: pass validation=")
+        batch_parts = rules.positive_int("batch_parts", batch_parts)
+        workers = rules.positive_int("workers", workers)
         trainer = _Trainer(
-            self, X, y, batch_size, optimizer, shuffle, rates if any(rates) else None, max_norm
+            self,
+            X,
+            y,
+            batch_size,
+            optimizer,
+            shuffle,
+            rates if any(rates) else None,
+            max_norm,
+            batch_parts,
         )
         callbacks = list(callbacks)
         batch_callbacks = [c for c in callbacks if _overrides(c, "on_batch_end")]
@@ -372,8 +393,9 @@ class MLP:
         for cb in callbacks:
             cb.on_train_begin(self, trainer.info(epochs))
         base_rate = optimizer.learning_rate
-        # Overflow is detected through the loss (DivergenceError), not as warnings.
-        with np.errstate(over="ignore", invalid="ignore"):
+        # Overflow is detected through the loss (DivergenceError), not as warnings. Every thread
+        # of the runner sets the same error state for its parts.
+        with np.errstate(over="ignore", invalid="ignore"), trainer.start(workers):
             try:
                 for epoch in range(1, epochs + 1):
                     if schedule is not None:
@@ -594,12 +616,16 @@ class _StepBuffers:
 
     def head(self, m: int) -> _StepBuffers:
         """The same memory for a smaller batch of ``m`` rows (views of the first ``m``)."""
+        return self.rows(slice(0, m))
+
+    def rows(self, rows: slice) -> _StepBuffers:
+        """The same memory for a block of the batch's ``rows`` (views)."""
         return _StepBuffers(
-            None if self.X is None else self.X[:m],
-            None if self.T is None else self.T[:m],
-            [a[:m] for a in self.activations],
-            [e[:m] for e in self.errors],
-            self.ones[:m],
+            None if self.X is None else self.X[rows],
+            None if self.T is None else self.T[rows],
+            [a[rows] for a in self.activations],
+            [e[rows] for e in self.errors],
+            self.ones[rows],
         )
 
 
@@ -608,7 +634,9 @@ class _EpochRecord:
     from the batch's outputs before its step (the running means Keras reports).
 
     Subclasses differ in how the loss is kept; :meth:`batch` also raises :class:`DivergenceError`
-    as soon as a batch's loss is not finite.
+    as soon as a batch's loss is not finite. With ``batch_parts`` the blocks of a batch are
+    recorded separately, possibly at the same time by different threads (each writes only its
+    own rows), and :meth:`end_step` completes the batch.
     """
 
     def __init__(self, n: int, batch_size: int, steps: int):
@@ -622,8 +650,12 @@ class _EpochRecord:
         self.epoch, self.true_label = epoch, true_label
 
     def batch(self, out: np.ndarray, target: np.ndarray, lo: int, hi: int) -> None:
-        """Record the batch of rows ``lo:hi`` (in the epoch's order) from its outputs."""
+        """Record the batch (or block of a batch) of rows ``lo:hi`` (in the epoch's order) from
+        its outputs."""
         raise NotImplementedError
+
+    def end_step(self) -> None:
+        """Every block of the step's batch is recorded."""
 
     def batch_mean_loss(self, lo: int, hi: int) -> float:
         """The mean loss of the batch just recorded (for ``on_batch_end``)."""
@@ -654,6 +686,7 @@ class _LossRecord(_EpochRecord):
         super().__init__(n, batch_size, steps)
         self.loss = loss
         self.loss_sum = self.last_loss = 0.0
+        self.block_loss: dict[int, float] = {}  # the step's blocks' summed losses, by first row
 
     def begin(self, epoch: int, true_label: np.ndarray) -> None:
         super().begin(epoch, true_label)
@@ -663,9 +696,17 @@ class _LossRecord(_EpochRecord):
         batch_loss = self.loss.sum(out, target)
         if not math.isfinite(batch_loss):
             raise self._diverged(lo, batch_loss)
-        self.loss_sum += batch_loss
-        self.last_loss = batch_loss
+        self.block_loss[lo] = batch_loss
         self._predictions(out, lo, hi)
+
+    def end_step(self) -> None:
+        blocks = self.block_loss
+        if len(blocks) == 1:
+            (self.last_loss,) = blocks.values()
+        else:  # added in row order, whichever thread recorded them
+            self.last_loss = sum(blocks[lo] for lo in sorted(blocks))
+        self.loss_sum += self.last_loss
+        blocks.clear()
 
     def batch_mean_loss(self, lo: int, hi: int) -> float:
         return self.last_loss / (min(hi, self.n) - lo)
@@ -678,16 +719,19 @@ class _FusedCrossEntropyRecord(_EpochRecord):
     """Softmax + cross-entropy with integer labels: no loss is computed per step.
 
     A step gathers the probability each example gives its true class into ``p_true`` (one
-    ``take`` on the batch's outputs); the epoch's loss is computed from all of them at once, with
-    the probabilities clipped by the dtype's eps as in :meth:`CrossEntropy.sum`.
+    ``take`` on the outputs of the batch, or of each of its ``batch_parts`` blocks); the epoch's
+    loss is computed from all of them at once, with the probabilities clipped by the dtype's eps
+    as in :meth:`CrossEntropy.sum`.
     """
 
-    def __init__(self, n: int, batch_size: int, steps: int, n_out: int, dtype: np.dtype):
+    def __init__(
+        self, n: int, batch_size: int, steps: int, n_out: int, dtype: np.dtype, parts: int = 1
+    ):
         super().__init__(n, batch_size, steps)
         self.p_true = np.empty(n, dtype)
         self.eps = np.finfo(dtype).eps
-        # Where each example's row starts in its batch's (m, n_out) output block, flattened.
-        self.row_start = (np.arange(n) % batch_size) * n_out
+        # Where each example's row starts in its block's (rows, n_out) outputs, flattened.
+        self.row_start = _row_in_block(n, batch_size, parts) * n_out
         self.true_flat = np.empty_like(self.row_start)
 
     def begin(self, epoch: int, true_label: np.ndarray) -> None:
@@ -711,6 +755,18 @@ class _FusedCrossEntropyRecord(_EpochRecord):
         return float(-np.log(clipped, dtype=np.float64).sum()) / self.n
 
 
+def _row_in_block(n: int, batch_size: int, parts: int) -> np.ndarray:
+    """Each example's row in its block of :func:`part_bounds` (``parts`` blocks per batch; the
+    last batch may be smaller and has blocks of its own)."""
+    row = np.arange(n) % batch_size
+    last_lo = (math.ceil(n / batch_size) - 1) * batch_size
+    for batches, m in ((slice(0, last_lo), batch_size), (slice(last_lo, n), n - last_lo)):
+        edges = np.array(part_bounds(m, parts))
+        rows = row[batches]
+        rows -= edges[np.searchsorted(edges, rows, side="right") - 1]
+    return row
+
+
 class _Trainer:
     """What one call of :meth:`MLP.fit` sets up once, and the loop of one epoch.
 
@@ -718,6 +774,10 @@ class _Trainer:
     needs them) and the class of every example; the gradient arrays and the buffers every step
     writes into (:class:`_StepBuffers`, and views of them for the last, possibly partial, batch);
     the optimiser's update; and the epoch's record (:class:`_EpochRecord`).
+
+    With ``parts > 1`` a step is computed in blocks of the batch's rows (:mod:`mlp.parallel`):
+    each block has views of the step buffers and gradient arrays of its own (the first block
+    those of the step), and the blocks' gradients are added in block order.
     """
 
     def __init__(
@@ -730,6 +790,7 @@ class _Trainer:
         shuffle: bool,
         dropout: list[float] | None = None,
         max_norm: float | None = None,
+        parts: int = 1,
     ):
         n, n_out = X.shape[0], net.layer_sizes[-1]
         self.net, self.X, self.n, self.shuffle = net, X, n, shuffle
@@ -752,10 +813,18 @@ class _Trainer:
         gather_from = (X, self.targets) if shuffle else None
         self.buffers = _StepBuffers.allocate(batch_size, net.layer_sizes, net.dtype, gather_from)
         self.last_buffers = self.buffers.head(n - (steps - 1) * batch_size)
+        self.parts = parts
+        extra = [
+            ([np.empty_like(W) for W in net.weights], [np.empty_like(b) for b in net.biases])
+            for _ in range(1, min(parts, batch_size))
+        ]
+        self.full_blocks = self._blocks(self.buffers, extra)
+        self.last_blocks = self._blocks(self.last_buffers, extra)
+        self.runner: PartRunner | None = None
 
         if labels and isinstance(self.loss, _losses.CrossEntropy):
             self.record: _EpochRecord = _FusedCrossEntropyRecord(
-                n, batch_size, steps, n_out, net.dtype
+                n, batch_size, steps, n_out, net.dtype, parts
             )
         else:
             self.record = _LossRecord(n, batch_size, steps, self.loss)
@@ -766,6 +835,32 @@ class _Trainer:
             last_size = n - (steps - 1) * batch_size
             self.dropout = regularization.DropoutStep(net, dropout, batch_size, last_size)
         self.max_norm = max_norm
+
+    def _blocks(self, buffers: _StepBuffers, extra: list) -> list[tuple]:
+        """``(rows, buffers, dW, db)`` of each block of a batch that uses ``buffers``; ``rows``
+        is ``None`` for a batch in one block."""
+        m = buffers.ones.shape[0]
+        edges = part_bounds(m, self.parts)
+        if len(edges) == 2:
+            return [(None, buffers, self.dW, self.db)]
+        grads = [(self.dW, self.db), *extra]
+        return [
+            (rows, buffers.rows(rows), *grads[i])
+            for i, rows in enumerate(slice(a, b) for a, b in itertools.pairwise(edges))
+        ]
+
+    @contextlib.contextmanager
+    def start(self, workers: int) -> Iterator[None]:
+        """The threads that share the blocks of a step, for the duration of the block."""
+        workers = min(workers, len(self.full_blocks))
+        if workers == 1:
+            yield
+            return
+        with PartRunner(workers) as self.runner:
+            try:
+                yield
+            finally:
+                self.runner = None
 
     def _choose_update(self) -> None:
         # Plain SGD folds its learning rate into the output error: backpropagation then yields
@@ -793,17 +888,18 @@ class _Trainer:
     def run_epoch(self, epoch: int, batch_callbacks: list[Callback]) -> tuple[float, float]:
         """Visit every example once, one step per batch; return the epoch's mean loss and
         accuracy (each batch measured before its step)."""
-        net, X, targets, n, size = self.net, self.X, self.targets, self.n, self.batch_size
+        X, targets, n, size = self.X, self.targets, self.n, self.batch_size
         full_buffers, last_buffers, record = self.buffers, self.last_buffers, self.record
-        loss, output_activation, error_scale = self.loss, self.output_activation, self.error_scale
-        dW, db, update, params, grads = self.dW, self.db, self.update, self.params, self.grads
-        dropout, max_norm, weights = self.dropout, self.max_norm, net.weights
+        update, params, grads, part = self.update, self.params, self.grads, self._part
+        dropout, max_norm, weights = self.dropout, self.max_norm, self.net.weights
         order = self._epoch_order()
         record.begin(epoch, self.true_label)
         for step in range(self.steps):
             lo = step * size
             hi = lo + size
-            buffers = full_buffers if hi <= n else last_buffers
+            buffers, blocks = (
+                (full_buffers, self.full_blocks) if hi <= n else (last_buffers, self.last_blocks)
+            )
             if order is None:
                 Xb, Tb = X[lo:hi], targets[lo:hi]
             else:
@@ -812,16 +908,13 @@ class _Trainer:
                 idx = order[lo:hi]
                 Xb = X.take(idx, axis=0, out=buffers.X, mode="clip")
                 Tb = targets.take(idx, axis=0, out=buffers.T, mode="clip")
-            if dropout is None:
-                outputs = net._forward(Xb, buffers.activations)
+            if dropout is not None:
+                dropout.draw(Xb.shape[0])
+            if len(blocks) == 1:
+                part(Xb, Tb, lo, blocks[0])
             else:
-                outputs = dropout.forward(Xb, buffers.activations)
-            record.batch(outputs[-1], Tb, lo, hi)
-            delta = loss.output_delta(outputs[-1], Tb, output_activation, error_scale)
-            if dropout is None:
-                net._backward(outputs, delta, dW, db, buffers.errors, buffers.ones)
-            else:
-                dropout.backward(outputs, delta, dW, db, buffers.errors, buffers.ones)
+                self._parted_step(Xb, Tb, lo, blocks)
+            record.end_step()
             update(params, grads)
             if max_norm is not None:
                 regularization.max_norm(weights, max_norm)
@@ -829,17 +922,52 @@ class _Trainer:
                 mean_loss = record.batch_mean_loss(lo, hi)
                 for cb in batch_callbacks:
                     cb.on_batch_end(epoch, step + 1, mean_loss)
-        self._check_blown_up(epoch, outputs)
+        self._check_blown_up(epoch, buffers.activations)
         return record.epoch_loss(), record.epoch_accuracy()
 
-    def _check_blown_up(self, epoch: int, outputs: Sequence[np.ndarray]) -> None:
+    def _part(self, Xb: np.ndarray, Tb: np.ndarray, lo: int, block: tuple) -> None:
+        """Forward pass, record and backward pass of one block of the batch ``Xb, Tb`` (whose
+        first row is row ``lo`` of the epoch's order); the block's gradients go to its arrays."""
+        rows, buffers, dW, db = block
+        m = Xb.shape[0]
+        if rows is not None:
+            Xb, Tb = Xb[rows], Tb[rows]
+            lo += rows.start
+        if self.dropout is None:
+            outputs = self.net._forward(Xb, buffers.activations)
+        else:
+            outputs, inputs = self.dropout.forward(Xb, buffers.activations, rows or slice(None))
+        self.record.batch(outputs[-1], Tb, lo, lo + Xb.shape[0])
+        delta = self.loss.output_delta(
+            outputs[-1], Tb, self.output_activation, self.error_scale, batch_rows=m
+        )
+        if self.dropout is None:
+            self.net._backward(outputs, delta, dW, db, buffers.errors, buffers.ones)
+        else:
+            self.dropout.backward(
+                outputs, inputs, rows or slice(None), delta, dW, db, buffers.errors, buffers.ones
+            )
+
+    def _parted_step(self, Xb: np.ndarray, Tb: np.ndarray, lo: int, blocks: list) -> None:
+        """The blocks of one batch, shared by the runner's threads (all in this thread without
+        one); then every block's gradients added to the first's, in block order."""
+        if self.runner is None:
+            for block in blocks:
+                self._part(Xb, Tb, lo, block)
+        else:
+            self.runner.run(lambda i: self._part(Xb, Tb, lo, blocks[i]), len(blocks))
+        for _, _, dW, db in blocks[1:]:
+            for total, block_grad in zip(self.grads, (*dW, *db)):
+                total += block_grad
+
+    def _check_blown_up(self, epoch: int, activations: Sequence[np.ndarray]) -> None:
         """Raise :class:`DivergenceError` when, after ``epoch``, a weight or bias, or an
         activation of the epoch's last batch, is not finite or larger than
         :func:`overflow_limit`: a network that blew up while its clipped loss stayed finite."""
         limit = overflow_limit(self.net.dtype)
         for what, arrays in (
             ("the weights", self.params),
-            ("the activations", outputs[1:]),
+            ("the activations", activations),
         ):
             largest = _largest_magnitude(arrays)
             if not largest <= limit:  # NaN included

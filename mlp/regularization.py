@@ -156,7 +156,11 @@ def masked_gradients(
 
 class DropoutStep:
     """What :meth:`MLP.fit` keeps for dropout: the rates, and the mask and masked-input arrays of
-    a full batch (and views of them for the last, smaller one), refilled every step."""
+    a full batch (and views of them for the last, smaller one), refilled every step.
+
+    A step first draws the whole batch's masks (:meth:`draw`, from the network's generator, in
+    layer order), then runs the forward and backward passes on the batch or on blocks of its rows
+    (``rows``), each block with its rows of the masks."""
 
     def __init__(self, net: MLP, rates: Sequence[float], batch_size: int, last_size: int):
         self.net, self.rng, self.rates = net, net.rng, list(rates)
@@ -166,21 +170,32 @@ class DropoutStep:
         kept = [np.empty((batch_size, k), dtype) for k in sizes]
         self._kept = {batch_size: kept, last_size: [k[:last_size] for k in kept]}
         self.masks: list[np.ndarray | None] = full
-        self.inputs: list[np.ndarray] = []
+        self.kept: list[np.ndarray] = kept
 
-    def forward(self, X: np.ndarray, activations: list[np.ndarray]) -> list[np.ndarray]:
-        """Draw this step's masks, run the masked forward pass; returns the outputs."""
-        m = X.shape[0]
-        self.masks = masks = self._masks[m]
-        for mask, rate in zip(masks, self.rates, strict=True):
+    def draw(self, m: int) -> None:
+        """Draw the masks of a batch of ``m`` rows."""
+        self.masks, self.kept = self._masks[m], self._kept[m]
+        for mask, rate in zip(self.masks, self.rates, strict=True):
             if mask is not None:
                 self.rng.random(out=mask, dtype=mask.dtype)
                 _to_mask(mask, rate)
-        outputs, self.inputs = forward(self.net, X, masks, activations, self._kept[m])
-        return outputs
 
-    def backward(self, outputs, delta, dW, db, errors, ones) -> None:
-        backward(self.net, outputs, self.inputs, self.masks, delta, dW, db, errors, ones)
+    def forward(
+        self, X: np.ndarray, activations: list[np.ndarray], rows: slice
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The masked forward pass of the batch's ``rows`` (``X`` holds them): ``(outputs,
+        inputs)`` as :func:`forward`."""
+        masks = [_head_rows(mask, rows) for mask in self.masks]
+        return forward(self.net, X, masks, activations, [k[rows] for k in self.kept])
+
+    def backward(self, outputs, inputs, rows: slice, delta, dW, db, errors, ones) -> None:
+        """The backward pass of the ``rows`` whose :meth:`forward` gave ``outputs, inputs``."""
+        masks = [_head_rows(mask, rows) for mask in self.masks]
+        backward(self.net, outputs, inputs, masks, delta, dW, db, errors, ones)
+
+
+def _head_rows(array: np.ndarray | None, rows: slice) -> np.ndarray | None:
+    return None if array is None else array[rows]
 
 
 def _head(array: np.ndarray | None, m: int) -> np.ndarray | None:
