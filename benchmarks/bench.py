@@ -10,9 +10,11 @@ training images and tests on the 10,000 test images:
 with every implementation on the identical configuration (softmax + cross-entropy, plain SGD,
 float32, the same initial weights, reshuffled every epoch; see benchmarks/peers.py for how each
 peer is set up). Every run is a fresh process; the peers get --threads BLAS/framework threads
-(default: every core), ours the count the thread policy picks for the configuration on that many
-cores (`train.blas_threads: auto`), and, to judge the policy, ours again on one thread and on
-all of them. The order of the implementations alternates between repeats (ABC, CBA, ...).
+(default: every core), ours what the thread policy picks for the configuration on that many
+cores (`train.blas_threads` and `train.batch_parts: auto`: whole batches on one BLAS thread, or
+on the cores for very large products, or two blocks per batch shared by two threads), and, to
+judge the policy, ours again on whole batches on one thread and on all of them. The order of
+the implementations alternates between repeats (ABC, CBA, ...).
 
 Contention: each configuration is measured quiet, then with 1 and with 2 busy background
 processes (--loads) that the benchmark starts before and stops after that block of runs, each
@@ -49,11 +51,10 @@ from pathlib import Path
 
 from benchmarks import data as bench_data
 from benchmarks.configs import CONFIGS, BenchConfig, training_flops
-from benchmarks.peers import IMPLEMENTATIONS, OURS_FIXED, PEERS, split_available
+from benchmarks.peers import IMPLEMENTATIONS, OURS_FIXED, PEERS, ours_plan, split_available
 from benchmarks.report import check_targets, render_markdown, summarise
 from pipeline.files import atomic_write, write_json
 from pipeline.machine import available_cores
-from pipeline.threads import choose_threads
 
 REPO = Path(__file__).resolve().parents[1]
 #: What --quick changes (unless given explicitly): fewer images, one epoch, one repeat, quiet
@@ -232,9 +233,10 @@ def busy_processes(n: int) -> Iterator[list[subprocess.Popen]]:
 
 def thread_count(implementation: str, cfg: BenchConfig, threads: int) -> int:
     """The BLAS/framework threads of ``implementation`` on ``cfg`` with ``threads`` cores to use:
-    the thread policy's count for ``ours``, 1 for ``ours-1``, ``threads`` for everyone else."""
+    the thread policy's for ``ours`` (its workers times the BLAS threads of each), 1 for
+    ``ours-1``, ``threads`` for everyone else."""
     if implementation == "ours":
-        return choose_threads(cfg.layer_sizes, cfg.batch_size, threads)
+        return ours_plan(cfg, threads).threads
     if implementation == "ours-1":
         return 1
     return threads

@@ -7,9 +7,10 @@ and evaluation are outside the clock) and the test top-1 accuracy. They run in a
 each (:mod:`benchmarks.worker`), with the BLAS thread pools already limited.
 
 =========  =====================================================================================
-ours       ``MLP.fit(X, y, epochs, batch_size, SGD(learning_rate))`` on the BLAS threads the
-           thread policy picks (:func:`pipeline.threads.choose_threads`, as ``train.blas_threads:
-           auto`` does); ``ours-1`` and ``ours-all`` the same on one thread and on every thread
+ours       ``MLP.fit(X, y, epochs, batch_size, SGD(learning_rate))`` as the policy of
+           ``train.blas_threads`` and ``train.batch_parts: auto`` computes it with ``threads``
+           cores (:func:`pipeline.threads.make_plan`: blocks per batch, workers, BLAS threads);
+           ``ours-1`` and ``ours-all`` whole batches on one BLAS thread and on every thread
 bare       :func:`benchmarks.bare_loop.train_bare`, a textbook NumPy loop of the same math; only
            the reference network (two tanh hidden layers); same batch order as ours
 keras      ``keras.Sequential`` of ``Dense`` layers (softmax output),
@@ -41,10 +42,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from benchmarks.bare_loop import train_bare
 from benchmarks.configs import BenchConfig
 from mlp import MLP, SGD, metrics
+from pipeline.threads import AUTO, Plan, make_plan
 
 #: Examples per forward pass when a peer predicts the test set (not a training parameter).
 EVAL_BATCH_SIZE = 2048
@@ -64,11 +67,29 @@ def initial_network(cfg: BenchConfig, seed: int) -> MLP:
 
 
 # ---------------------------------------------------------------------------- ours and bare
+def ours_plan(cfg: BenchConfig, threads: int) -> Plan:
+    """How ``train.blas_threads`` and ``train.batch_parts: auto`` train ``cfg`` on ``threads``
+    cores."""
+    return make_plan(AUTO, AUTO, cfg.layer_sizes, cfg.batch_size, threads)
+
+
 def train_ours(cfg: BenchConfig, data: dict, seed: int, threads: int) -> TrainResult:
+    """Ours as the thread policy trains it on ``threads`` cores."""
+    plan = ours_plan(cfg, threads)
+    with threadpool_limits(plan.blas_threads, user_api="blas"):
+        return _train_mlp(cfg, data, seed, batch_parts=plan.batch_parts, workers=plan.workers)
+
+
+def train_ours_whole(cfg: BenchConfig, data: dict, seed: int, threads: int) -> TrainResult:
+    """Ours on whole batches, on the ``threads`` BLAS threads the worker set up."""
+    return _train_mlp(cfg, data, seed)
+
+
+def _train_mlp(cfg: BenchConfig, data: dict, seed: int, **options) -> TrainResult:
     net = initial_network(cfg, seed)
     optimizer = SGD(cfg.learning_rate)
     start = time.perf_counter()
-    net.fit(data["X_train"], data["y_train"], cfg.epochs, cfg.batch_size, optimizer)
+    net.fit(data["X_train"], data["y_train"], cfg.epochs, cfg.batch_size, optimizer, **options)
     seconds = time.perf_counter() - start
     return TrainResult(seconds, metrics.top1_accuracy(data["y_test"], net.predict(data["X_test"])))
 
@@ -266,8 +287,10 @@ class Implementation:
 IMPLEMENTATIONS: dict[str, Implementation] = {
     "ours": Implementation("ours", "mlp (NumPy)", ("numpy",), ("numpy",), train_ours),
     # Ours with a fixed BLAS thread count instead of the thread policy (``ours``), to judge it.
-    "ours-1": Implementation("ours-1", "mlp, 1 thread", ("numpy",), ("numpy",), train_ours),
-    "ours-all": Implementation("ours-all", "mlp, all threads", ("numpy",), ("numpy",), train_ours),
+    "ours-1": Implementation("ours-1", "mlp, 1 thread", ("numpy",), ("numpy",), train_ours_whole),
+    "ours-all": Implementation(
+        "ours-all", "mlp, all threads", ("numpy",), ("numpy",), train_ours_whole
+    ),
     "bare": Implementation(
         "bare", "bare NumPy loop", ("numpy",), ("numpy",), train_bare_loop, bare_not_applicable
     ),

@@ -266,8 +266,9 @@ def render_markdown(report: Mapping) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
     lines = [
         f"Machine: {machine['cpu_model']}, {machine['cores']} cores; "
-        f"{settings['threads']} thread(s) per peer, ours the thread policy's count "
-        f"(`train.blas_threads: auto`). {versions}.",
+        f"{settings['threads']} thread(s) per peer, ours the thread policy's "
+        f"(`train.blas_threads`, `train.batch_parts: auto`; its threads: workers times BLAS "
+        f"threads). {versions}.",
         "",
         f"Median of {settings['repeats']} run(s) per implementation, each in a fresh process, "
         "in alternating order; training time only (no imports, data loading or evaluation). "

@@ -41,6 +41,11 @@ from pipeline.names import (
 )
 from pipeline.threads import AUTO
 
+#: What ``train.batch_parts`` may be.
+BATCH_PARTS_RULE = (
+    "must be auto (two blocks for large networks on batches of 128 or more, else one) or an "
+    "integer >= 1"
+)
 #: What ``train.blas_threads`` may be.
 BLAS_THREADS_RULE = (
     "must be auto (the count follows the layer and batch sizes), an integer >= 1, "
@@ -123,6 +128,8 @@ class TrainConfig:
     batch_size: int = 32
     shuffle: bool = True
     dtype: str = "float32"
+    # "auto" (pipeline.threads: from the layer and batch sizes) or an integer >= 1 (forced).
+    batch_parts: Any = "auto"
     # "auto" (pipeline.threads: from the layer and batch sizes), an integer >= 1 (forced), or
     # None (no limit: the BLAS library's default).
     blas_threads: Any = "auto"
@@ -205,6 +212,10 @@ def _check_values(cfg: Config) -> None:
     _check("train.epochs", rules.positive_int, t.epochs)
     _check("train.batch_size", rules.positive_int, t.batch_size)
     _check("train.dtype", rules.one_of, t.dtype, DTYPES)
+    if t.batch_parts != AUTO and (
+        isinstance(t.batch_parts, bool) or not isinstance(t.batch_parts, int) or t.batch_parts < 1
+    ):
+        _fail("train.batch_parts", t.batch_parts, BATCH_PARTS_RULE)
     if t.blas_threads is not None and t.blas_threads != AUTO:
         if isinstance(t.blas_threads, bool) or not isinstance(t.blas_threads, int):
             _fail("train.blas_threads", t.blas_threads, BLAS_THREADS_RULE)

@@ -66,8 +66,12 @@ TEST_METRIC_SOURCES = {name: name.removeprefix("test_") for name in TEST_METRICS
 TRAIN_SECONDS = "train_seconds"
 #: Cores that other processes kept busy, on average, while a run trained (metrics.json, MLflow).
 OTHER_LOAD = "other_processes_cores"
-#: MLflow tags: the BLAS threads a NumPy training used; TensorFlow's threads of the baseline.
+#: MLflow tags: the BLAS threads a NumPy training used (per worker); the blocks each batch was
+#: computed in and the threads that shared them (pipeline.threads); TensorFlow's threads of the
+#: baseline.
 BLAS_THREADS_TAG = "blas.threads"
+BATCH_PARTS_TAG = "mlp.batch_parts"
+WORKERS_TAG = "mlp.workers"
 TENSORFLOW_THREADS_TAG = "tensorflow.threads"
 #: ``MLP.fit``'s history keys -> the names of the per-epoch curves (CSV columns, MLflow metrics).
 CURVES = {

@@ -5,11 +5,11 @@ tags (git commit and whether the tree was dirty, SHA-256 of each dataset file an
 split it trained on, library versions) and its ``config.yaml`` artifact, then says what to do:
 check out the commit, compare the versions with the installed ones, the source digests with
 ``data/processed/summary.json`` and the split's digest with one recomputed from
-``data/processed/mnist.npz``, and the BLAS thread count the run used with the one its config gives
-here; with ``--write-params``, it writes the run's configuration to ``params.yaml`` (forcing the
-run's thread count where it would differ) so that ``dvc repro`` trains it again. A check is ``ok``
-only when both sides are known and equal; with ``--check`` the exit status is 1 unless every check
-is ``ok`` (a thread count that ``--write-params`` forces counts as ok).
+``data/processed/mnist.npz``, and the BLAS thread count and blocks per batch the run used with
+those its config gives here; with ``--write-params``, it writes the run's configuration to
+``params.yaml`` (forcing the run's count where it would differ) so that ``dvc repro`` trains it
+again. A check is ``ok`` only when both sides are known and equal; with ``--check`` the exit
+status is 1 unless every check is ``ok`` (a count that ``--write-params`` forces counts as ok).
 """
 
 from __future__ import annotations
@@ -21,12 +21,19 @@ import yaml
 from pipeline import cli, tracking
 from pipeline.config import validate
 from pipeline.data.dataset import data_digests, processed_digest
-from pipeline.names import BLAS_THREADS_TAG, PARAMS, PROCESSED, SUMMARY
+from pipeline.names import BATCH_PARTS_TAG, BLAS_THREADS_TAG, PARAMS, PROCESSED, SUMMARY
 from pipeline.tracking.provenance import installed_version
-from pipeline.training.frameworks import training_threads
+from pipeline.training.frameworks import training_plan
 from pipeline.training.run import SPLIT_TAG
 
 OK = "ok"
+
+#: How a run computed, where its weights' last bits depend on it: the recipe's key, what the
+#: report calls it, the ``train`` key that sets it, the run's tag, and the plan's attribute.
+COMPUTE = (
+    ("threads", "BLAS threads", "blas_threads", BLAS_THREADS_TAG, "blas_threads"),
+    ("parts", "batch blocks", "batch_parts", BATCH_PARTS_TAG, "batch_parts"),
+)
 
 
 def recipe(
@@ -68,28 +75,37 @@ def recipe(
         "versions": versions,
         "digests": digests,
         "split": split,
-        "threads": _threads(tags, cfg),
+        **_compute(tags, cfg),
     }
 
 
-def _threads(tags: dict, cfg) -> dict:
-    """The BLAS threads the run used (tag ``blas.threads``; the last bits of the weights depend
-    on it) and what its ``train.blas_threads`` gives in this process."""
-    recorded = tags.get(BLAS_THREADS_TAG)
-    return {
-        "configured": cfg.train.blas_threads,
-        "recorded": int(recorded) if recorded not in (None, "None") else None,
-        "here": training_threads(cfg),
-    }
+def _compute(tags: dict, cfg) -> dict:
+    """For each of :data:`COMPUTE`: what the run used (its tag; ``None`` when it has none) and
+    what its ``train`` setting gives in this process."""
+    plan = training_plan(cfg)
+    found = {}
+    for key, _, setting, tag, attribute in COMPUTE:
+        recorded = tags.get(tag)
+        found[key] = {
+            "configured": getattr(cfg.train, setting),
+            "recorded": int(recorded) if recorded not in (None, "None") else None,
+            "here": getattr(plan, attribute),
+        }
+    return found
+
+
+def _differs(pair: dict) -> bool:
+    return pair["recorded"] is not None and pair["recorded"] != pair["here"]
 
 
 def params_to_write(r: dict) -> dict:
-    """The run's config; where its thread setting would give another BLAS thread count here than
-    the run used, with that count forced (``train.blas_threads``), so the retraining gives the
-    same bits."""
-    config, threads = r["config"], r["threads"]
-    if threads["recorded"] is not None and threads["recorded"] != threads["here"]:
-        config = {**config, "train": {**config["train"], "blas_threads": threads["recorded"]}}
+    """The run's config; where its settings would give another BLAS thread count or other
+    blocks per batch here than the run used, with the run's forced (``train.blas_threads``,
+    ``train.batch_parts``), so the retraining gives the same bits."""
+    config = r["config"]
+    for key, _, setting, _, _ in COMPUTE:
+        if _differs(r[key]):
+            config = {**config, "train": {**config["train"], setting: r[key]["recorded"]}}
     return config
 
 
@@ -110,9 +126,9 @@ def differences(r: dict, forced: bool = False) -> list[str]:
     found += [f"source {name}" for name, d in sorted(r["digests"].items()) if not _same(d, "local")]
     if not _same(r["split"], "local"):
         found.append("the processed split")
-    t = r["threads"]
-    if t["recorded"] is not None and t["recorded"] != t["here"] and not forced:
-        found.append(f"BLAS threads {t['recorded']} (here: {t['here']})")
+    for key, label, _, _, _ in COMPUTE:
+        if _differs(r[key]) and not forced:
+            found.append(f"{label} {r[key]['recorded']} (here: {r[key]['here']})")
     return found
 
 
@@ -127,15 +143,16 @@ def report(r: dict) -> str:
     for package, v in sorted(r["versions"].items()):
         mark = "ok" if v["recorded"] == v["installed"] else "DIFFERS"
         lines.append(f"{package}: recorded {v['recorded']}, installed {v['installed']} [{mark}]")
-    t = r["threads"]
-    if t["recorded"] is not None:
-        mark = "ok"
-        if t["recorded"] != t["here"]:
-            mark = f"DIFFERS: --write-params sets train.blas_threads: {t['recorded']}"
-        lines.append(
-            f"BLAS threads: recorded {t['recorded']}, train.blas_threads: {t['configured']} "
-            f"gives {t['here']} here [{mark}]"
-        )
+    for key, label, setting, _, _ in COMPUTE:
+        t = r[key]
+        if t["recorded"] is not None:
+            mark = "ok"
+            if t["recorded"] != t["here"]:
+                mark = f"DIFFERS: --write-params sets train.{setting}: {t['recorded']}"
+            lines.append(
+                f"{label}: recorded {t['recorded']}, train.{setting}: {t['configured']} "
+                f"gives {t['here']} here [{mark}]"
+            )
     for name, d in sorted(r["digests"].items()):
         mark = OK if _same(d, "local") else "DIFFERS (run `dvc repro preprocess`)"
         lines.append(f"{name}: sha256 {d['recorded'][:12]} [{mark}]")

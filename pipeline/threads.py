@@ -1,4 +1,5 @@
-"""How many BLAS threads a training uses: the thread policy behind ``train.blas_threads: auto``.
+"""How a training uses the cores: the policy behind ``train.blas_threads`` and
+``train.batch_parts`` (both ``auto`` by default).
 
 A training step of an MLP is a handful of matrix products per layer (forward, weight gradient,
 error sent back), each ``(batch, n_in) @ (n_in, n_out)`` or its transpose: ``2 * batch * n_in *
@@ -16,15 +17,28 @@ product, so a count that followed the load would make the same seed and config g
 weights from one run to the next. The count depends only on the configuration and the machine,
 and every run records the count it used (MLflow tag ``blas.threads``).
 
-:func:`resolve_threads` applies ``train.blas_threads``: ``auto`` (the rule), an integer (that
-count, forced), or ``None`` (no limit: the BLAS library's own default). Under ``auto`` a limit
-already in force in the process (a sweep worker started with ``OMP_NUM_THREADS`` and the like set
-to ``cores // n_jobs``, or ``OPENBLAS_NUM_THREADS`` set by the user) stays an upper bound.
+Large networks trained on large batches use the cores another way (:func:`choose_parts`):
+every batch is split in two fixed blocks of rows whose gradients are added in order
+(:mod:`mlp.parallel`), each block's products on one BLAS thread, and two threads of the process
+(``workers``) share the blocks, whichever is free taking the next. The weights depend on the
+blocks, which follow from the configuration alone, and not on how many workers computed them, so
+the worker count may follow the cores without changing a bit. A worker that lost its core to
+another process leaves its block to the other. Measured on one epoch of (b) and (c) of
+``make bench`` (README, Speed): within 1.09 to 1.16 times the best whole-batch thread count quiet
+and beside one busy process, faster than either beside two, where two BLAS threads lose 1.7 to
+30 times beside busy processes and one BLAS thread leaves half a quiet machine idle.
+
+:func:`resolve_plan` applies ``train.blas_threads`` (``auto``: the rules above; an integer: that
+count, forced; ``None``: no limit, the BLAS library's own default) and ``train.batch_parts``
+(``auto``: :func:`choose_parts`; an integer: that many blocks). A limit already in force in the
+process (a sweep worker started with ``OMP_NUM_THREADS`` and the like set to ``cores // n_jobs``,
+or ``OPENBLAS_NUM_THREADS`` set by the user) bounds the cores it uses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 
 from pipeline.machine import available_cores
@@ -42,6 +56,37 @@ AUTO = "auto"
 #: faster quiet and 1.5 to 1.7 times slower loaded. The reference network at batch 32
 #: (1.6 MFLOP) is far below.
 FLOPS_PER_THREAD = 128_000_000
+
+
+#: Blocks a batch is split in when it is split (:func:`choose_parts`): one per core of the two-core
+#: machines this policy was measured on. More blocks cost more on fewer cores.
+SPLIT_PARTS = 2
+
+#: Rows each block must have. Smaller blocks make every product less efficient and the Python
+#: work of a block a larger share of it: computed alone (one worker), two blocks cost 10-11 % more
+#: than the whole batch at 64 and 128 rows per block ((b), (c)), 25 % at 32 (784-800-800-10 at
+#: batch 64), 30-48 % at 16 (batch 32), more than a second core wins back.
+PART_MIN_ROWS = 64
+
+#: Floating-point operations of the largest product each block must get: two blocks of the
+#: 784-128-64-10 network at batch 128 (13 MFLOP each) gain nothing on two cores.
+PART_MIN_FLOPS = 16_000_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a training computes: ``batch_parts`` blocks per batch (:mod:`mlp.parallel`), shared
+    by ``workers`` threads, each using ``blas_threads`` BLAS threads (``None``: the library's
+    default)."""
+
+    blas_threads: int | None
+    batch_parts: int
+    workers: int
+
+    @property
+    def threads(self) -> int | None:
+        """The threads computing at once (``None`` when the BLAS default is unknown)."""
+        return None if self.blas_threads is None else self.workers * self.blas_threads
 
 
 def largest_product_flops(layer_sizes: Sequence[int], batch_size: int) -> int:
@@ -64,6 +109,17 @@ def choose_threads(layer_sizes: Sequence[int], batch_size: int, cores: int) -> i
     return max(1, min(cores, work // FLOPS_PER_THREAD))
 
 
+def choose_parts(layer_sizes: Sequence[int], batch_size: int) -> int:
+    """The blocks each batch is split in: :data:`SPLIT_PARTS` when every block gets at least
+    :data:`PART_MIN_ROWS` rows and :data:`PART_MIN_FLOPS` of the largest product, else 1 (the
+    whole batch at once). Depends on the configuration alone, not on the machine: the weights'
+    last bits depend on it."""
+    work = largest_product_flops(layer_sizes, batch_size)
+    if batch_size >= SPLIT_PARTS * PART_MIN_ROWS and work >= SPLIT_PARTS * PART_MIN_FLOPS:
+        return SPLIT_PARTS
+    return 1
+
+
 def blas_pool_size() -> int | None:
     """The threads the loaded BLAS libraries would use now (the largest pool), ``None`` when no
     BLAS library is loaded or threadpoolctl cannot see it."""
@@ -73,19 +129,42 @@ def blas_pool_size() -> int | None:
     return max(counts) if counts else None
 
 
-def resolve_threads(
-    configured: int | str | None, layer_sizes: Sequence[int], batch_size: int
-) -> int | None:
-    """The BLAS threads a training with ``train.blas_threads = configured`` uses in this process.
+def resolve_plan(
+    threads: int | str | None,
+    parts: int | str,
+    layer_sizes: Sequence[int],
+    batch_size: int,
+) -> Plan:
+    """How a training with ``train.blas_threads = threads`` and ``train.batch_parts = parts``
+    computes in this process.
 
-    ``auto``: :func:`choose_threads` on this process's cores, capped by the BLAS pool in force
-    (a sweep worker's per-process limit); an integer: that count; ``None``: the pool in force
-    (the library's default), or ``None`` when no BLAS library is visible.
+    Blocks: ``auto``, :func:`choose_parts`; an integer, that many. BLAS threads: ``auto``, one
+    when the batch is split, else :func:`choose_threads` on this process's cores, capped by the
+    BLAS pool in force (a sweep worker's per-process limit); an integer, that count; ``None``,
+    the pool in force (the library's default; ``None`` when no BLAS library is visible).
+    Workers: as many as there are blocks and cores for them (the cores, capped by the pool in
+    force, over the BLAS threads of each).
     """
-    if configured is None:
-        return blas_pool_size()
-    if configured == AUTO:
-        chosen = choose_threads(layer_sizes, batch_size, available_cores())
-        pool = blas_pool_size()
-        return min(chosen, pool) if pool else chosen
-    return int(configured)
+    return make_plan(threads, parts, layer_sizes, batch_size, available_cores(), blas_pool_size())
+
+
+def make_plan(
+    threads: int | str | None,
+    parts: int | str,
+    layer_sizes: Sequence[int],
+    batch_size: int,
+    cores: int,
+    pool: int | None = None,
+) -> Plan:
+    """:func:`resolve_plan` for a process with ``cores`` cores and a BLAS pool of ``pool``
+    threads in force (``None``: unknown, no limit)."""
+    batch_parts = choose_parts(layer_sizes, batch_size) if parts == AUTO else int(parts)
+    cores = min(cores, pool) if pool else cores
+    if threads is None:
+        blas = pool
+    elif threads == AUTO:
+        blas = 1 if batch_parts > 1 else choose_threads(layer_sizes, batch_size, cores)
+    else:
+        blas = int(threads)
+    workers = max(1, min(batch_parts, cores // (blas or cores)))
+    return Plan(blas, batch_parts, workers)

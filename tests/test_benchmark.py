@@ -186,7 +186,7 @@ def test_markdown_table():
         ),
     }
     text = render_markdown(_report(configs, skipped={"torch": "not installed (no module torch)"}))
-    assert "Test CPU, 2 cores; 2 thread(s) per peer, ours the thread policy's count" in text
+    assert "Test CPU, 2 cores; 2 thread(s) per peer, ours the thread policy's (" in text
     assert "### (a) config a" in text
     assert "| mlp (NumPy) (ours, auto) | 2.00 | 60,000 | 1.00 | 0.9612 | 10.0 | 1,234 |" in text
     assert "| Keras/TensorFlow (CPU) | 20.50 | 5,854 | 10.25 | 0.9598 | 10.0 | 1,234 |" in text
@@ -508,6 +508,18 @@ def test_the_thread_counts_of_each_implementation():
     assert bench.thread_count("ours-1", c, 2) == 1
     assert bench.thread_count("ours-all", a, 2) == 2
     assert bench.thread_count("keras", a, 2) == 2
+
+
+def test_ours_is_trained_as_the_thread_policy_plans_it():
+    from benchmarks.peers import ours_plan
+    from pipeline.threads import Plan
+
+    a, b, c = CONFIGS["a"], CONFIGS["b"], CONFIGS["c"]
+    assert ours_plan(a, 2) == Plan(blas_threads=1, batch_parts=1, workers=1)
+    # (b) and (c): two blocks per batch whatever the cores, one BLAS thread per worker
+    for cfg in (b, c):
+        assert ours_plan(cfg, 2) == Plan(blas_threads=1, batch_parts=2, workers=2)
+        assert ours_plan(cfg, 1) == Plan(blas_threads=1, batch_parts=2, workers=1)
 
 
 def test_contention_mode_runs_every_block_under_its_own_load(monkeypatch, tmp_path, capsys):

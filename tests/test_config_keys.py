@@ -63,6 +63,7 @@ REFERENCE: dict[str, Any] = {
     "input_dropout": 0.0,
     "max_norm": None,
     "early_stopping": None,
+    "batch_parts": 1,
 }
 
 
@@ -85,6 +86,7 @@ def library(**changes: Any) -> tuple[MLP, dict]:
         input_dropout=a["input_dropout"],
         max_norm=a["max_norm"],
         early_stopping=a["early_stopping"]() if a["early_stopping"] else None,
+        batch_parts=a["batch_parts"],
     )
     return net, history
 
@@ -171,6 +173,9 @@ CASES: dict[str, tuple[list[str], str, dict[str, Any]]] = {
     "train.shuffle": ([], "train.shuffle=false", {"shuffle": False}),
     "train.dtype": ([], "train.dtype=float64", {"dtype": "float64"}),
     "train.max_norm": ([], "train.max_norm=0.3", {"max_norm": 0.3}),
+    # The pipeline gives the blocks to as many threads as it has cores; the library call here
+    # computes them all in one thread: the same bits.
+    "train.batch_parts": ([], "train.batch_parts=2", {"batch_parts": 2}),
     "train.schedule.name": (
         [],
         "train.schedule.name=exponential",

@@ -193,7 +193,7 @@ def test_parameters_are_the_knobs_and_no_metric_has_two_names(trained):
     model = ("name", "hidden_sizes", "hidden_activation", "output_activation", "loss", "init")
     model += ("dropout", "input_dropout")
     sgd = ("name", "learning_rate", "momentum", "nesterov", "weight_decay")  # no Adam fields
-    train = ("epochs", "batch_size", "shuffle", "dtype", "blas_threads", "max_norm")
+    train = ("epochs", "batch_size", "shuffle", "dtype", "batch_parts", "blas_threads", "max_norm")
     # no schedule fields without a schedule, no early-stopping settings while it is off
     train += ("schedule.name", "early_stopping.enabled")
     assert set(run.data.params) == {

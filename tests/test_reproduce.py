@@ -58,9 +58,10 @@ def test_unknown_run_is_a_clear_error(tmp_path, capsys):
 
 
 def test_the_runs_blas_thread_count_is_compared_and_forced_where_it_would_differ(project, capsys):
-    """A run trained on 2 BLAS threads (auto, on a two-core machine), reproduced where auto
-    would pick 1 (a process limited to one thread): the report says so, --write-params forces
-    the recorded 2, and the retraining gives the very same model bits."""
+    """A run trained on 2 BLAS threads (auto, on a two-core machine: a very large product on
+    batches too small to split), reproduced where auto would pick 1 (a process limited to one
+    thread): the report says so, --write-params forces the recorded 2, and the retraining gives
+    the very same model bits."""
     import pytest
     from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -68,8 +69,8 @@ def test_the_runs_blas_thread_count_is_compared_and_forced_where_it_would_differ
     if pool < 2:
         pytest.skip("needs a BLAS pool of two threads")
     uri = f"sqlite:///{project / 'mlflow.db'}"
-    cfg = validate(compose([f"tracking.uri={uri}", "train.epochs=2", "model.hidden_sizes=[1024]",
-                            "train.batch_size=256"]))  # fmt: skip
+    cfg = validate(compose([f"tracking.uri={uri}", "train.epochs=2", "model.hidden_sizes=[4096]",
+                            "train.batch_size=64"]))  # fmt: skip
     assert cfg.train.blas_threads == "auto"
     train.run(cfg)
     run_id = json.loads((project / "reports/train/run.json").read_text())["run_id"]
@@ -87,6 +88,39 @@ def test_the_runs_blas_thread_count_is_compared_and_forced_where_it_would_differ
         assert "DIFFERS: --write-params sets train.blas_threads: 2" in out
         rebuilt = load_params(project / "params.yaml")
         assert rebuilt.train.blas_threads == 2
+        train.run(rebuilt)
+    assert (project / "models/model.npz").read_bytes() == first
+
+
+def test_the_runs_batch_blocks_are_compared_and_forced_where_they_would_differ(
+    project, capsys, monkeypatch
+):
+    """A run trained in two blocks per batch (auto), reproduced where auto gives one block (a
+    checkout whose rule asks for larger blocks) and on one core: the report says so,
+    --write-params forces the recorded 2, and the retraining, on one worker instead of two,
+    gives the very same model bits."""
+    from threadpoolctl import threadpool_limits
+
+    from pipeline import threads
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    cfg = validate(compose([f"tracking.uri={uri}", "train.epochs=2", "model.hidden_sizes=[1024]",
+                            "train.batch_size=256"]))  # fmt: skip
+    train.run(cfg)
+    run_id = json.loads((project / "reports/train/run.json").read_text())["run_id"]
+    first = (project / "models/model.npz").read_bytes()
+    recorded = reproduce.recipe(run_id, uri, summary=project / "data/processed/summary.json")
+    assert recorded["parts"] == {"configured": "auto", "recorded": 2, "here": 2}
+    assert recorded["threads"]["recorded"] == 1  # one BLAS thread per block
+
+    monkeypatch.setattr(threads, "PART_MIN_ROWS", 1024)
+    assert reproduce.main([run_id, "--uri", uri, "--write-params"]) == 0
+    out = capsys.readouterr().out
+    assert "batch blocks: recorded 2, train.batch_parts: auto gives 1 here" in out
+    assert "DIFFERS: --write-params sets train.batch_parts: 2" in out
+    rebuilt = load_params(project / "params.yaml")
+    assert rebuilt.train.batch_parts == 2
+    with threadpool_limits(1, user_api="blas"):  # one core for the training: one worker
         train.run(rebuilt)
     assert (project / "models/model.npz").read_bytes() == first
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from mlp import MLP, Callback
-from pipeline.names import BLAS_THREADS_TAG, N_CLASSES, N_INPUTS
-from pipeline.threads import resolve_threads
+from pipeline.names import BATCH_PARTS_TAG, BLAS_THREADS_TAG, N_CLASSES, N_INPUTS, WORKERS_TAG
+from pipeline.threads import Plan, resolve_plan
 from pipeline.training.build import build_model, build_optimizer, fit_options
 
 if TYPE_CHECKING:
@@ -75,10 +75,17 @@ def layer_sizes(cfg: Config) -> list[int]:
     return [N_INPUTS, *cfg.model.hidden_sizes, N_CLASSES]
 
 
+def training_plan(cfg: Config) -> Plan:
+    """How a training of ``cfg`` computes in this process (:mod:`pipeline.threads`: blocks per
+    batch, the threads sharing them, the BLAS threads of each)."""
+    t = cfg.train
+    return resolve_plan(t.blas_threads, t.batch_parts, layer_sizes(cfg), t.batch_size)
+
+
 def training_threads(cfg: Config) -> int | None:
-    """The BLAS threads a training of ``cfg`` uses in this process (:mod:`pipeline.threads`:
-    ``train.blas_threads`` auto, forced or the library's default); ``None``: no BLAS visible."""
-    return resolve_threads(cfg.train.blas_threads, layer_sizes(cfg), cfg.train.batch_size)
+    """The BLAS threads each thread of a training of ``cfg`` uses in this process
+    (``train.blas_threads`` auto, forced or the library's default); ``None``: no BLAS visible."""
+    return training_plan(cfg).blas_threads
 
 
 def thread_limit(cfg: Config) -> int | None:
@@ -86,11 +93,20 @@ def thread_limit(cfg: Config) -> int | None:
     return None if cfg.train.blas_threads is None else training_threads(cfg)
 
 
+def plan_tags(plan: Plan) -> dict[str, str]:
+    """The run tags of ``plan``: BLAS threads (when known), blocks per batch, workers."""
+    tags = {BATCH_PARTS_TAG: str(plan.batch_parts), WORKERS_TAG: str(plan.workers)}
+    if plan.blas_threads:
+        tags[BLAS_THREADS_TAG] = str(plan.blas_threads)
+    return tags
+
+
 def train_numpy(
     cfg: Config, data: Dataset, callbacks: Sequence[Callback] = ()
 ) -> tuple[MLP, History]:
     """Build and train the configured :class:`mlp.MLP` on ``data``; returns it and its history."""
     net = build_model(cfg, data.X_train.shape[1])
+    plan = training_plan(cfg)
     with blas_threads(thread_limit(cfg)):
         history = net.fit(
             data.X_train,
@@ -101,6 +117,8 @@ def train_numpy(
             validation=data.validation,
             shuffle=cfg.train.shuffle,
             callbacks=callbacks,
+            batch_parts=plan.batch_parts,
+            workers=plan.workers,
             **fit_options(cfg),
         )
     return net, history
@@ -116,8 +134,7 @@ class NumPyMLP:
         pass
 
     def tags(self, cfg: Config) -> dict[str, str]:
-        threads = training_threads(cfg)
-        return {"library": self.name, **({BLAS_THREADS_TAG: str(threads)} if threads else {})}
+        return {"library": self.name, **plan_tags(training_plan(cfg))}
 
     def train(self, cfg: Config, data: Dataset, callbacks: Sequence[Callback]):
         return train_numpy(cfg, data, callbacks)

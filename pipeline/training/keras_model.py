@@ -78,7 +78,7 @@ from pipeline.errors import PipelineError, UsageError
 from pipeline.machine import cpu_description
 from pipeline.names import N_CLASSES, TENSORFLOW_THREADS_TAG
 from pipeline.training.build import build_model, build_schedule
-from pipeline.training.frameworks import History, thread_limit
+from pipeline.training.frameworks import History, training_plan
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +139,13 @@ def import_tensorflow(device: str = "cpu"):
 
 
 def set_tensorflow_threads(tf, cfg: Config) -> int | None:
-    """Give TensorFlow's CPU thread pools (intra- and inter-op) the count the NumPy MLP's BLAS
-    gets for ``cfg`` (:mod:`pipeline.threads`), unless ``train.blas_threads`` is null (then
-    TensorFlow keeps its default). TensorFlow takes the count only before its first operation:
-    in a process where it already ran, its pools stay as they are (a warning says so). Returns
-    the intra-op threads TensorFlow uses (``None``: its default, every core)."""
-    wanted = thread_limit(cfg)
+    """Give TensorFlow's CPU thread pools (intra- and inter-op) the count of threads the NumPy
+    MLP computes with for ``cfg`` (:mod:`pipeline.threads`: its workers times the BLAS threads of
+    each), unless ``train.blas_threads`` is null (then TensorFlow keeps its default).
+    TensorFlow takes the count only before its first operation: in a process where it already
+    ran, its pools stay as they are (a warning says so). Returns the intra-op threads TensorFlow
+    uses (``None``: its default, every core)."""
+    wanted = None if cfg.train.blas_threads is None else training_plan(cfg).threads
     if wanted is not None:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(wanted)
