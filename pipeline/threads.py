@@ -23,10 +23,10 @@ every batch is split in two fixed blocks of rows whose gradients are added in or
 (``workers``) share the blocks, whichever is free taking the next. The weights depend on the
 blocks, which follow from the configuration alone, and not on how many workers computed them, so
 the worker count may follow the cores without changing a bit. A worker that lost its core to
-another process leaves its block to the other. Measured on one epoch of (b) and (c) of
-``make bench`` (README, Speed): within 1.09 to 1.16 times the best whole-batch thread count quiet
-and beside one busy process, faster than either beside two, where two BLAS threads lose 1.7 to
-30 times beside busy processes and one BLAS thread leaves half a quiet machine idle.
+another process leaves its block to the other. Measured with ``make bench`` (README, Speed) on
+(b) and (c): within 1.18 times the best whole-batch thread count quiet and beside one busy
+process, faster than either beside two, where whole batches on two BLAS threads lose 1.5 to 30
+times beside busy processes and on one thread leave half a quiet machine idle.
 
 :func:`resolve_plan` applies ``train.blas_threads`` (``auto``: the rules above; an integer: that
 count, forced; ``None``: no limit, the BLAS library's own default) and ``train.batch_parts``
