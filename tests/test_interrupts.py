@@ -210,3 +210,39 @@ def test_interrupting_real_trainings_at_random_moments_always_ends_killed(tmp_pa
         assert process.returncode == 130, (attempt, stderr[-3000:])
         assert [r.info.status for r in runs_of(uri)] == ["KILLED"], attempt
         assert not (folder / "models/model.npz").exists()
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_training_split_in_blocks_stops_at_a_signal_and_ends_killed(
+    tmp_path, empty_store, sig, code
+):
+    """A training whose batches are computed in two blocks by two threads (``mlp.batch_parts``
+    2): the signal reaches the main thread while it waits for a block, the run ends KILLED, no
+    model is written and no helper thread keeps the process alive."""
+    write_split(tmp_path / "data", n_train=1024, n_val=64, n_test=64)
+    write_params(tmp_path, "train.epochs=500", "train.batch_size=128", "model.hidden_sizes=[256]")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    shutil.copy(empty_store, tmp_path / "mlflow.db")
+    process = subprocess.Popen(
+        train_command(tmp_path),
+        env=command_env(uri),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    try:
+        deadline = time.monotonic() + HANG
+        while not (runs := runs_of(uri)) or "mlp.batch_parts" not in runs[0].data.tags:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        assert runs[0].data.tags["mlp.batch_parts"] == "2"
+        time.sleep(1.0)  # into the epochs
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=HANG)
+    finally:
+        process.kill()
+    assert process.returncode == code, stderr[-3000:]
+    assert [r.info.status for r in runs_of(uri)] == ["KILLED"]
+    assert not (tmp_path / "models/model.npz").exists()
