@@ -40,7 +40,6 @@ class PartRunner:
     def __init__(self, workers: int):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
-        self.workers = workers
         self._wake = threading.Condition()
         self._posted = 0
         self._job: tuple | None = None

@@ -166,7 +166,7 @@ class DropoutStep:
         self.net, self.rng, self.rates = net, net.rng, list(rates)
         dtype, sizes = net.dtype, net.layer_sizes[:-1]
         full = [np.empty((batch_size, k), dtype) if r else None for r, k in zip(rates, sizes)]
-        self._masks = {batch_size: full, last_size: [_head(m, last_size) for m in full]}
+        self._masks = {batch_size: full, last_size: [_rows(m, slice(0, last_size)) for m in full]}
         kept = [np.empty((batch_size, k), dtype) for k in sizes]
         self._kept = {batch_size: kept, last_size: [k[:last_size] for k in kept]}
         self.masks: list[np.ndarray | None] = full
@@ -185,21 +185,18 @@ class DropoutStep:
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The masked forward pass of the batch's ``rows`` (``X`` holds them): ``(outputs,
         inputs)`` as :func:`forward`."""
-        masks = [_head_rows(mask, rows) for mask in self.masks]
+        masks = [_rows(mask, rows) for mask in self.masks]
         return forward(self.net, X, masks, activations, [k[rows] for k in self.kept])
 
     def backward(self, outputs, inputs, rows: slice, delta, dW, db, errors, ones) -> None:
         """The backward pass of the ``rows`` whose :meth:`forward` gave ``outputs, inputs``."""
-        masks = [_head_rows(mask, rows) for mask in self.masks]
+        masks = [_rows(mask, rows) for mask in self.masks]
         backward(self.net, outputs, inputs, masks, delta, dW, db, errors, ones)
 
 
-def _head_rows(array: np.ndarray | None, rows: slice) -> np.ndarray | None:
+def _rows(array: np.ndarray | None, rows: slice) -> np.ndarray | None:
+    """``array[rows]``, or ``None`` for no array (a layer without dropout)."""
     return None if array is None else array[rows]
-
-
-def _head(array: np.ndarray | None, m: int) -> np.ndarray | None:
-    return None if array is None else array[:m]
 
 
 def max_norm(weights: Sequence[np.ndarray], limit: float) -> None:

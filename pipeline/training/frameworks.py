@@ -88,9 +88,12 @@ def training_threads(cfg: Config) -> int | None:
     return training_plan(cfg).blas_threads
 
 
-def thread_limit(cfg: Config) -> int | None:
-    """The limit to put on the BLAS pools around a training of ``cfg`` (``None``: none)."""
-    return None if cfg.train.blas_threads is None else training_threads(cfg)
+def thread_limit(cfg: Config, plan: Plan | None = None) -> int | None:
+    """The limit to put on the BLAS pools around a training of ``cfg`` (``None``: none);
+    ``plan``: its :func:`training_plan`, when already made."""
+    if cfg.train.blas_threads is None:
+        return None
+    return (plan or training_plan(cfg)).blas_threads
 
 
 def plan_tags(plan: Plan) -> dict[str, str]:
@@ -107,7 +110,7 @@ def train_numpy(
     """Build and train the configured :class:`mlp.MLP` on ``data``; returns it and its history."""
     net = build_model(cfg, data.X_train.shape[1])
     plan = training_plan(cfg)
-    with blas_threads(thread_limit(cfg)):
+    with blas_threads(thread_limit(cfg, plan)):
         history = net.fit(
             data.X_train,
             data.y_train,
