@@ -188,28 +188,35 @@ def test_interrupting_real_trainings_at_random_moments_always_ends_killed(tmp_pa
         (folder / "params.yaml").symlink_to(tmp_path / "params.yaml")
         uri = f"sqlite:///{folder / 'mlflow.db'}"
         shutil.copy(empty_store, folder / "mlflow.db")
-        process = subprocess.Popen(
-            train_command(folder),
-            env=command_env(uri),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=_default_sigint,
-        )
-        try:
-            deadline = time.monotonic() + HANG
-            while not runs_of(uri):
-                assert process.poll() is None, process.communicate()[1][-3000:]
-                assert time.monotonic() < deadline, "the run never started"
-                time.sleep(0.05)
-            time.sleep(rng.uniform(0.0, 2.0))
-            process.send_signal(signal.SIGINT)
-            _, stderr = process.communicate(timeout=HANG)
-        finally:
-            process.kill()
-        assert process.returncode == 130, (attempt, stderr[-3000:])
+        returncode, stderr = _signalled_training(folder, uri, signal.SIGINT, rng.uniform(0.0, 2.0))
+        assert returncode == 130, (attempt, stderr[-3000:])
         assert [r.info.status for r in runs_of(uri)] == ["KILLED"], attempt
         assert not (folder / "models/model.npz").exists()
+
+
+def _signalled_training(folder, uri: str, sig: int, delay: float) -> tuple[int, str]:
+    """Run the train stage on ``folder`` into the store ``uri``, send it ``sig`` ``delay``
+    seconds after its run started, and wait for it to end: its exit status and stderr."""
+    process = subprocess.Popen(
+        train_command(folder),
+        env=command_env(uri),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+    try:
+        deadline = time.monotonic() + HANG
+        while not runs_of(uri):
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.05)
+        time.sleep(delay)
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=HANG)
+    finally:
+        process.kill()
+    return process.returncode, stderr
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -223,26 +230,9 @@ def test_a_training_split_in_blocks_stops_at_a_signal_and_ends_killed(
     write_params(tmp_path, "train.epochs=500", "train.batch_size=128", "model.hidden_sizes=[256]")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     shutil.copy(empty_store, tmp_path / "mlflow.db")
-    process = subprocess.Popen(
-        train_command(tmp_path),
-        env=command_env(uri),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_sigint,
-    )
-    try:
-        deadline = time.monotonic() + HANG
-        while not (runs := runs_of(uri)) or "mlp.batch_parts" not in runs[0].data.tags:
-            assert process.poll() is None, process.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the run never started"
-            time.sleep(0.05)
-        assert runs[0].data.tags["mlp.batch_parts"] == "2"
-        time.sleep(1.0)  # into the epochs
-        process.send_signal(sig)
-        _, stderr = process.communicate(timeout=HANG)
-    finally:
-        process.kill()
-    assert process.returncode == code, stderr[-3000:]
-    assert [r.info.status for r in runs_of(uri)] == ["KILLED"]
+    returncode, stderr = _signalled_training(tmp_path, uri, sig, 1.0)  # 1 s: into the epochs
+    assert returncode == code, stderr[-3000:]
+    runs = runs_of(uri)
+    assert runs[0].data.tags["mlp.batch_parts"] == "2"
+    assert [r.info.status for r in runs] == ["KILLED"]
     assert not (tmp_path / "models/model.npz").exists()

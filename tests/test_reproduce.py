@@ -12,7 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline import reproduce, train
-from pipeline.config import compose, load_params, to_dict, validate
+from pipeline.config import Config, compose, load_params, to_dict, validate
 from pipeline.data.dataset import processed_digest
 from pipeline.errors import UsageError
 from pipeline.tracking.provenance import installed_version, run_tags
@@ -21,13 +21,28 @@ from pipeline.training.run import SPLIT_TAG
 from helpers.project import command_env, run_module, runs_of
 
 
+def _trained(project: Path, *overrides: str) -> tuple[str, str, Config]:
+    """The train stage run in ``project`` for two epochs with ``overrides``, into the project's
+    store: the store's URI, the run's id and the configuration."""
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    cfg = validate(compose([f"tracking.uri={uri}", "train.epochs=2", *overrides]))
+    train.run(cfg)
+    return uri, json.loads((project / "reports/train/run.json").read_text())["run_id"], cfg
+
+
+def _written_params(project: Path, capsys, uri: str, run_id: str, *report_lines: str) -> Config:
+    """``pipeline.reproduce RUN_ID --write-params``: its report holds ``report_lines``; the
+    configuration it wrote."""
+    assert reproduce.main([run_id, "--uri", uri, "--write-params"]) == 0
+    out = capsys.readouterr().out
+    for line in report_lines:
+        assert line in out
+    return load_params(project / "params.yaml")
+
+
 def test_a_run_is_reproduced_from_its_mlflow_record_alone(project, capsys):
     tmp_path = project
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = validate(compose([f"tracking.uri={uri}", "train.epochs=2", "seed=7",
-                            "model.hidden_sizes=[24]", "optimizer=adam"]))  # fmt: skip
-    train.run(cfg)
-    run_id = json.loads((tmp_path / "reports/train/run.json").read_text())["run_id"]
+    uri, run_id, cfg = _trained(project, "seed=7", "model.hidden_sizes=[24]", "optimizer=adam")
 
     recorded = reproduce.recipe(run_id, uri, summary=tmp_path / "data/processed/summary.json")
     assert recorded["config"] == to_dict(cfg)
@@ -37,11 +52,9 @@ def test_a_run_is_reproduced_from_its_mlflow_record_alone(project, capsys):
     assert recorded["digests"]["train-images-idx3-ubyte"]["local"] == "ab" * 32
     assert len(recorded["commit"]) == 40 or recorded["commit"] == "unknown"
 
-    assert reproduce.main([run_id, "--uri", uri, "--write-params"]) == 0
-    out = capsys.readouterr().out
-    assert f"git checkout {recorded['commit']}" in out
-    assert "numpy: recorded" in out
-    rebuilt = load_params(tmp_path / "params.yaml")
+    rebuilt = _written_params(
+        project, capsys, uri, run_id, f"git checkout {recorded['commit']}", "numpy: recorded"
+    )
     assert rebuilt == cfg
 
     # Retraining from the written params gives the very same model.
@@ -68,12 +81,8 @@ def test_the_runs_blas_thread_count_is_compared_and_forced_where_it_would_differ
     pool = max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
     if pool < 2:
         pytest.skip("needs a BLAS pool of two threads")
-    uri = f"sqlite:///{project / 'mlflow.db'}"
-    cfg = validate(compose([f"tracking.uri={uri}", "train.epochs=2", "model.hidden_sizes=[4096]",
-                            "train.batch_size=64"]))  # fmt: skip
+    uri, run_id, cfg = _trained(project, "model.hidden_sizes=[4096]", "train.batch_size=64")
     assert cfg.train.blas_threads == "auto"
-    train.run(cfg)
-    run_id = json.loads((project / "reports/train/run.json").read_text())["run_id"]
     first = (project / "models/model.npz").read_bytes()
 
     # Here, on this machine: auto gives the same count; the params keep `auto`.
@@ -82,11 +91,11 @@ def test_the_runs_blas_thread_count_is_compared_and_forced_where_it_would_differ
     assert reproduce.params_to_write(recorded)["train"]["blas_threads"] == "auto"
 
     with threadpool_limits(1, user_api="blas"):  # elsewhere: auto would pick 1
-        assert reproduce.main([run_id, "--uri", uri, "--write-params"]) == 0
-        out = capsys.readouterr().out
-        assert "BLAS threads: recorded 2, train.blas_threads: auto gives 1 here" in out
-        assert "DIFFERS: --write-params sets train.blas_threads: 2" in out
-        rebuilt = load_params(project / "params.yaml")
+        rebuilt = _written_params(
+            project, capsys, uri, run_id,
+            "BLAS threads: recorded 2, train.blas_threads: auto gives 1 here",
+            "DIFFERS: --write-params sets train.blas_threads: 2",
+        )  # fmt: skip
         assert rebuilt.train.blas_threads == 2
         train.run(rebuilt)
     assert (project / "models/model.npz").read_bytes() == first
@@ -103,22 +112,18 @@ def test_the_runs_batch_blocks_are_compared_and_forced_where_they_would_differ(
 
     from pipeline import threads
 
-    uri = f"sqlite:///{project / 'mlflow.db'}"
-    cfg = validate(compose([f"tracking.uri={uri}", "train.epochs=2", "model.hidden_sizes=[1024]",
-                            "train.batch_size=256"]))  # fmt: skip
-    train.run(cfg)
-    run_id = json.loads((project / "reports/train/run.json").read_text())["run_id"]
+    uri, run_id, _ = _trained(project, "model.hidden_sizes=[1024]", "train.batch_size=256")
     first = (project / "models/model.npz").read_bytes()
     recorded = reproduce.recipe(run_id, uri, summary=project / "data/processed/summary.json")
     assert recorded["parts"] == {"configured": "auto", "recorded": 2, "here": 2}
     assert recorded["threads"]["recorded"] == 1  # one BLAS thread per block
 
     monkeypatch.setattr(threads, "PART_MIN_ROWS", 1024)
-    assert reproduce.main([run_id, "--uri", uri, "--write-params"]) == 0
-    out = capsys.readouterr().out
-    assert "batch blocks: recorded 2, train.batch_parts: auto gives 1 here" in out
-    assert "DIFFERS: --write-params sets train.batch_parts: 2" in out
-    rebuilt = load_params(project / "params.yaml")
+    rebuilt = _written_params(
+        project, capsys, uri, run_id,
+        "batch blocks: recorded 2, train.batch_parts: auto gives 1 here",
+        "DIFFERS: --write-params sets train.batch_parts: 2",
+    )  # fmt: skip
     assert rebuilt.train.batch_parts == 2
     with threadpool_limits(1, user_api="blas"):  # one core for the training: one worker
         train.run(rebuilt)
